@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['ObjectiveError', 'batch_t', 'bcast', 'Objective', 'FlowMatching', 'EDM', 'vp_schedule', 'DDPM', 'VPrediction']
 
-# %% ../nbs/30_objectives.ipynb #93102f40
+# %% ../nbs/30_objectives.ipynb #ec845df8
 import math
 from dataclasses import dataclass
 from functools import lru_cache
 import torch
 
-# %% ../nbs/30_objectives.ipynb #ab6066ff
+# %% ../nbs/30_objectives.ipynb #b57839df
 class ObjectiveError(ValueError):
     """Bad argument to an objective."""
 
@@ -27,7 +27,7 @@ def bcast(v, x):
     """Reshape a `(B,)` tensor to broadcast against `x` of shape `(B, ...)`."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
 
-# %% ../nbs/30_objectives.ipynb #d1dbabe4
+# %% ../nbs/30_objectives.ipynb #bc93eb89
 class Objective:
     """Base class: forward process, SNR, network call and per-sample loss from `alpha_sigma`/`target`/`to_x0`/`net_input`."""
     prediction = None  # what the raw network output is: 'velocity', 'x0' (preconditioned), 'eps' or 'v'
@@ -77,7 +77,7 @@ def _check_pair(x0, eps):
     if x0.shape != eps.shape: raise ObjectiveError(f"eps: shape {tuple(eps.shape)} != x0 shape {tuple(x0.shape)}")
     if x0.ndim < 1: raise ObjectiveError("x0: needs a batch dimension")
 
-# %% ../nbs/30_objectives.ipynb #b293307e
+# %% ../nbs/30_objectives.ipynb #1658f7bb
 @dataclass(frozen=True)
 class FlowMatching(Objective):
     """Rectified flow / conditional flow matching with the linear path; raw output is the velocity ε − x0."""
@@ -100,7 +100,7 @@ class FlowMatching(Objective):
         "‖v̂ − v‖² = ‖x̂0 − x0‖²/t²."
         return 1 / torch.as_tensor(t) ** 2
 
-# %% ../nbs/30_objectives.ipynb #111e3e95
+# %% ../nbs/30_objectives.ipynb #e1409a53
 @dataclass(frozen=True)
 class EDM(Objective):
     """Karras et al. 2022 (EDM): x_t = x0 + σ ε, preconditioned x0 prediction D = c_skip x + c_out F."""
@@ -144,7 +144,7 @@ class EDM(Objective):
         "‖F − target‖² = λ(σ)‖D − x0‖² with λ = 1/c_out² = (σ² + σ_d²)/(σ σ_d)² (Karras et al. 2022, Table 1)."
         return 1 / self.precond(self.sigma(t))[1] ** 2
 
-# %% ../nbs/30_objectives.ipynb #669671ff
+# %% ../nbs/30_objectives.ipynb #134fe37d
 @lru_cache(maxsize=16)
 def vp_schedule(schedule='linear', T=1000, beta_start=1e-4, beta_end=0.02, cosine_s=0.008):
     """(β, ᾱ) float64 tables of length T for a discrete VP schedule ('linear' or 'cosine')."""

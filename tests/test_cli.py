@@ -1,0 +1,54 @@
+"""Command-line entry points: useful --help, and bad input -> one line on stderr, exit code 2, no traceback."""
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+def run(*args, cwd=None):
+    env = {**os.environ, 'PYTHONHASHSEED': '0'}
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300)
+
+@pytest.mark.parametrize('cmd,words', [('ups_train', ['--config', '--stage', 'overrides']), ('ups_eval', ['--config', 'overrides']),
+                                       ('ups_data', ['dataset', '--out', '--layout']), ('ups_leaderboard', ['--path', '--metric'])])
+def test_help(cmd, words):
+    r = run(BIN/cmd, '--help')
+    assert r.returncode == 0, r.stderr
+    for w in words: assert w in r.stdout, (w, r.stdout)
+
+def _one_line_error(r, contains):
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert 'Traceback' not in r.stderr, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, lines
+    assert contains in lines[0], lines[0]
+
+@pytest.mark.parametrize('args,contains', [
+    (['--config', 'no_such_config'], "'no_such_config' not found"),
+    (['train.lrr=1'], "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
+    (['train.lr=-1'], 'train.lr must be > 0'),
+    (['latent.tokens=48'], 'latent.tokens=48 does not match'),
+    (['--stage', 'nope'], "stage: 'nope' is not one of"),
+    (['train.lr'], 'must look like key.sub=value'),
+])
+def test_train_bad_input(args, contains, tmp_path):
+    # run the file as `accelerate launch ups_nb/train.py` does: as a script
+    _one_line_error(run(sys.executable, ROOT/'ups_nb'/'train.py', *args, f'run.out_dir={tmp_path}'), contains)
+
+def test_train_bad_yaml(tmp_path):
+    (tmp_path/'bad.yaml').write_text('include: base.yaml\n')
+    _one_line_error(run(BIN/'ups_train', '--config', tmp_path/'bad.yaml'), "'base.yaml' not found")
+
+def test_eval_without_training(tmp_path):
+    r = run(BIN/'ups_eval', 'data.path=' + str(tmp_path/'missing.h5'), f'run.out_dir={tmp_path}')
+    _one_line_error(r, 'missing.h5')
+
+def test_data_bad_input_and_no_overwrite(tmp_path):
+    _one_line_error(run(BIN/'ups_data', 'nosuchpde', '--out', tmp_path), 'dataset')
+    f = tmp_path/'keep.h5'; f.write_bytes(b'precious')
+    _one_line_error(run(BIN/'ups_data', 'burgers', '--out', tmp_path, '--name', 'keep.h5', '--n', '2', '--nx', '64'), 'keep.h5')
+    assert f.read_bytes() == b'precious'
+
+def test_leaderboard_missing(tmp_path):
+    _one_line_error(run(BIN/'ups_leaderboard', '--path', tmp_path/'none.jsonl'), 'none.jsonl')

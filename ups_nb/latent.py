@@ -6,14 +6,14 @@
 __all__ = ['LatentState', 'fourier_features', 'grid_coords', 'GridEncoder', 'farthest_point_indices', 'CrossAttention',
            'AttentionBlock', 'PointEncoder', 'AnyPointDecoder', 'Autoencoder']
 
-# %% ../nbs/20_latent.ipynb #4c004500
+# %% ../nbs/20_latent.ipynb #850409f4
 import math
 from dataclasses import dataclass, field, replace as dc_replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/20_latent.ipynb #0899a618
+# %% ../nbs/20_latent.ipynb #e42d5491
 @dataclass
 class LatentState:
     "Latent tokens `z` (B, tokens, dim) at time `t` (scalar or (B,)) with conditioning tensors `cond` (name -> (B, ...))."
@@ -45,16 +45,16 @@ class LatentState:
         "A copy cut from the autograd graph."
         return LatentState(self.z.detach(), self.t.detach(), {k: v.detach() for k, v in self.cond.items()})
 
-# %% ../nbs/20_latent.ipynb #590c2171
+# %% ../nbs/20_latent.ipynb #058560b7
 def fourier_features(coords, freqs):
     "sin/cos of 2π·x_i·f_j for every coordinate i and frequency j: (..., d), (F,) -> (..., 2·d·F)."
     freqs = torch.as_tensor(freqs, dtype=coords.dtype, device=coords.device)
     if freqs.ndim != 1: raise ValueError(f"freqs must be 1-D (F,), got shape {tuple(freqs.shape)}")
-    ang = 2 * math.pi * coords[..., :, None] * freqs  # Tancik et al. 2020, Eq. 5: outer product x f^T
+    ang = 2 * math.pi * coords[..., :, None] * freqs  # Mildenhall et al. 2020, Eq. 4 (any frequencies): outer product x f^T
     ang = ang.flatten(-2)                            # (..., d*F), coordinate-major
     return torch.cat([ang.sin(), ang.cos()], dim=-1)
 
-# %% ../nbs/20_latent.ipynb #6148971e
+# %% ../nbs/20_latent.ipynb #f2b91b40
 def grid_coords(shape, device=None, dtype=torch.float32):
     "Cell-centre coordinates in [0,1]^d of a grid of `shape`, row-major: (prod(shape), d)."
     shape = tuple(int(n) for n in shape)
@@ -62,7 +62,7 @@ def grid_coords(shape, device=None, dtype=torch.float32):
     axes = [(torch.arange(n, device=device, dtype=dtype) + 0.5) / n for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1).reshape(-1, len(shape))
 
-# %% ../nbs/20_latent.ipynb #b04fc376
+# %% ../nbs/20_latent.ipynb #34cb81be
 def _conv(ndim): return {1: nn.Conv1d, 2: nn.Conv2d}[ndim]
 
 class GridEncoder(nn.Module):
@@ -96,7 +96,7 @@ class GridEncoder(nn.Module):
         pos = self.pos(fourier_features(grid_coords(grid, u.device, u.dtype), self.freqs))
         return self.norm(tok + pos)
 
-# %% ../nbs/20_latent.ipynb #fa80fb91
+# %% ../nbs/20_latent.ipynb #8ff1d687
 def farthest_point_indices(coords, n):
     "Deterministic farthest-point sampling starting at point 0: (B, N, d) -> indices (B, n)."
     B, N, _ = coords.shape
@@ -109,7 +109,7 @@ def farthest_point_indices(coords, n):
         idx[:, i] = dist.argmax(-1)
     return idx
 
-# %% ../nbs/20_latent.ipynb #0ce027cf
+# %% ../nbs/20_latent.ipynb #e71731a0
 class CrossAttention(nn.Module):
     "Multi-head attention of queries (B, N, q_dim) onto keys/values (B, T, kv_dim) -> (B, N, q_dim)."
     def __init__(self, q_dim, kv_dim, heads=4):
@@ -138,7 +138,7 @@ class AttentionBlock(nn.Module):
         x = x + self.attn(self.norm_q(x), self.norm_kv(x if ctx is None else ctx))
         return x + self.mlp(self.norm_mlp(x))
 
-# %% ../nbs/20_latent.ipynb #1c198ba3
+# %% ../nbs/20_latent.ipynb #dc398b4b
 def _batched_coords(coords, B=None):
     "Accept (N, d) or (B, N, d) coordinates; return (B, N, d)."
     if coords.ndim == 2: coords = coords[None].expand(B or 1, -1, -1)
@@ -193,7 +193,7 @@ class PointEncoder(nn.Module):
         z = self.pool(self.queries.expand(B, -1, -1), h)                      # perceiver pooling
         return self.norm(z)
 
-# %% ../nbs/20_latent.ipynb #6c232ff7
+# %% ../nbs/20_latent.ipynb #9340c713
 class AnyPointDecoder(nn.Module):
     "Decode latent tokens (B, T, dim) at query coordinates (B, N, d) or (N, d) -> (B, N, C)."
     def __init__(self, dim, out_channels, coord_dim=1, n_freqs=6, hidden=64, heads=4, depth=2):
@@ -231,7 +231,7 @@ class AnyPointDecoder(nn.Module):
         out = self.decode(z, c)
         return out.transpose(1, 2).reshape(z.shape[0], self.out_channels, *shape)
 
-# %% ../nbs/20_latent.ipynb #c533e32f
+# %% ../nbs/20_latent.ipynb #26c45f52
 class Autoencoder(nn.Module):
     "A grid encoder and an any-point decoder trained together on reconstruction in physical space."
     def __init__(self, encoder, decoder):

@@ -25,7 +25,7 @@ def _dims(x, dims):
 def _same_shape(pred, target):
     if pred.shape != target.shape: raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
 
-# %% ../nbs/33_losses.ipynb #3fac5242
+# %% ../nbs/33_losses.ipynb #6a5894d9
 def rmse(pred, target, dims=None):
     "Root mean squared error over `dims` (default: spatial), per sample and channel."
     _same_shape(pred, target)
@@ -35,7 +35,7 @@ def nrmse(pred, target, dims=None, eps=1e-12):
     "PDEBench nRMSE, ‖pred − target‖₂ / ‖target‖₂ over `dims` (default: spatial), per sample and channel."
     _same_shape(pred, target)
     d = _dims(pred, dims)
-    # Takamoto et al. 2022 (PDEBench), Sec. 4 / metrics.py: nRMSE = RMSE(pred, target) / RMS(target), averaged over samples by the caller
+    # Takamoto et al. 2022 (PDEBench), metrics.py err_nRMSE: RMSE(pred, target) / RMS(target), averaged over samples by the caller
     return (pred - target).pow(2).mean(d).sqrt() / target.pow(2).mean(d).sqrt().clamp_min(eps)
 
 def relative_l2(pred, target, dims=None, eps=1e-12):
@@ -73,14 +73,14 @@ def log_amplitude_spectral_loss(pred, target, k_weight=0.0, eps=1e-8):
     w = w / w.mean()
     return (w * (lp - lt).pow(2)).mean()   # design note 000, hack 8: mse(log|F pred|, log|F target|), |k|^p weighting
 
-# %% ../nbs/33_losses.ipynb #62166517
+# %% ../nbs/33_losses.ipynb #1fe04207
 def edge_aware_tv(pred, target, scale=None):
     "Anisotropic TV of pred, each forward difference weighted by exp(−|Δtarget|/scale), summed over spatial dims."
     _same_shape(pred, target)
     dims = _dims(pred, None)
     dps, dts = [pred.diff(dim=d) for d in dims], [target.diff(dim=d) for d in dims]
     if scale is None: scale = torch.cat([dt.abs().flatten() for dt in dts]).mean().clamp_min(1e-12)
-    # Rudin-Osher-Fatemi 1992 TV, weighted by Perona-Malik 1990 edge-stopping g(|∇u|) = exp(-|∇u|/s)
+    # Rudin-Osher-Fatemi 1992 TV, weighted by a Perona-Malik 1990 style edge-stopping g(|∇u|) = exp(-|∇u|/s)
     return sum((torch.exp(-dt.abs() / scale) * dp.abs()).mean() for dp, dt in zip(dps, dts))
 
 # %% ../nbs/33_losses.ipynb #b2b084ca

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['Persistence', 'SpectralConv1d', 'SpectralConv2d', 'FNO1d', 'FNO2d', 'rollout']
 
-# %% ../nbs/22_baselines.ipynb #6eba20f8
+# %% ../nbs/22_baselines.ipynb #8313c00c
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/22_baselines.ipynb #a929298a
+# %% ../nbs/22_baselines.ipynb #53a824aa
 class Persistence(nn.Module):
     "u_{t+1} = u_t: returns the last frame of the input stack (the last `out_channels` channels; all channels if None)."
     def __init__(self, out_channels=None, initial_step=1):
@@ -20,7 +20,7 @@ class Persistence(nn.Module):
         if x.ndim < 3: raise ValueError(f"input must be (B, C, *spatial), got {tuple(x.shape)}")
         return x if self.out_channels is None else x[:, -self.out_channels:]
 
-# %% ../nbs/22_baselines.ipynb #4586301f
+# %% ../nbs/22_baselines.ipynb #c98a3c2e
 class SpectralConv1d(nn.Module):
     "FNO Fourier layer in 1D: rfft, multiply the lowest `modes` modes by R_k (C_in x C_out), irfft (Li et al. 2021, Eq. 4)."
     def __init__(self, in_channels, out_channels, modes):
@@ -58,7 +58,7 @@ class SpectralConv2d(nn.Module):
         out_ft[:, :, -m1:, :m2] = mul(x_ft[:, :, -m1:, :m2], self.weight2)   # kx < 0
         return torch.fft.irfft2(out_ft, s=(nx, ny))
 
-# %% ../nbs/22_baselines.ipynb #59c68761
+# %% ../nbs/22_baselines.ipynb #582b41d2
 def _grid_channels(x):
     "Grid coordinates linspace(0, 1) per spatial dim as extra channels (B, d, *spatial), like PDEBench's get_grid."
     sp = x.shape[2:]
@@ -103,7 +103,7 @@ class FNO2d(_FNO):
     ndim = 2
     def _spectral(self, width, modes): return SpectralConv2d(width, width, modes)
 
-# %% ../nbs/22_baselines.ipynb #76e7e27a
+# %% ../nbs/22_baselines.ipynb #0737b6d2
 def rollout(model, u0_hist, steps):
     "Apply `model` autoregressively: history (B, T, C, *spatial) -> predictions (B, steps, C, *spatial)."
     if u0_hist.ndim < 4: raise ValueError(f"u0_hist must be (B, T, C, *spatial), got {tuple(u0_hist.shape)}")

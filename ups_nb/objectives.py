@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['ObjectiveError', 'batch_t', 'bcast', 'Objective', 'FlowMatching', 'EDM', 'vp_schedule', 'DDPM', 'VPrediction']
 
-# %% ../nbs/30_objectives.ipynb #ec845df8
+# %% ../nbs/30_objectives.ipynb #ef8a1eba
 import math
 from dataclasses import dataclass
 from functools import lru_cache
 import torch
 
-# %% ../nbs/30_objectives.ipynb #b57839df
+# %% ../nbs/30_objectives.ipynb #3485b69d
 class ObjectiveError(ValueError):
     """Bad argument to an objective."""
 
@@ -27,7 +27,7 @@ def bcast(v, x):
     """Reshape a `(B,)` tensor to broadcast against `x` of shape `(B, ...)`."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
 
-# %% ../nbs/30_objectives.ipynb #bc93eb89
+# %% ../nbs/30_objectives.ipynb #84a72ddc
 class Objective:
     """Base class: forward process, SNR, network call and per-sample loss from `alpha_sigma`/`target`/`to_x0`/`net_input`."""
     prediction = None  # what the raw network output is: 'velocity', 'x0' (preconditioned), 'eps' or 'v'
@@ -77,20 +77,20 @@ def _check_pair(x0, eps):
     if x0.shape != eps.shape: raise ObjectiveError(f"eps: shape {tuple(eps.shape)} != x0 shape {tuple(x0.shape)}")
     if x0.ndim < 1: raise ObjectiveError("x0: needs a batch dimension")
 
-# %% ../nbs/30_objectives.ipynb #1658f7bb
+# %% ../nbs/30_objectives.ipynb #b73ca02e
 @dataclass(frozen=True)
 class FlowMatching(Objective):
     """Rectified flow / conditional flow matching with the linear path; raw output is the velocity ε − x0."""
     prediction = 'velocity'
     def alpha_sigma(self, t):
-        "Linear path x_t = (1 − t) x0 + t ε (Liu et al. 2023, Eq. 1; Lipman et al. 2023, Eq. 20 with σ_min = 0)."
+        "Linear path x_t = (1 − t) x0 + t ε (Liu et al. 2023, Eq. 1; Lipman et al. 2023, OT path Eq. 20 with t reversed and σ_min = 0)."
         return 1 - t, t
     def snr(self, t):
         "SNR = ((1 − t)/t)²."
         t = torch.as_tensor(t, dtype=torch.float64) if not torch.is_tensor(t) else t
         return ((1 - t) / t) ** 2
     def target(self, x0, eps, t):
-        "Velocity target dx_t/dt = ε − x0 (Liu et al. 2023, Eq. 1; Lipman et al. 2023, Eq. 23)."
+        "Velocity target dx_t/dt = ε − x0 (Liu et al. 2023, Eq. 1; Lipman et al. 2023, Eq. 23 with t reversed)."
         return eps - x0
     def to_x0(self, net_out, x_t, t): return x_t - bcast(batch_t(t, x_t), x_t) * net_out       # x0 = x_t − t v
     def to_eps(self, net_out, x_t, t): return x_t + bcast(1 - batch_t(t, x_t), x_t) * net_out  # ε = x_t + (1 − t) v
@@ -100,7 +100,7 @@ class FlowMatching(Objective):
         "‖v̂ − v‖² = ‖x̂0 − x0‖²/t²."
         return 1 / torch.as_tensor(t) ** 2
 
-# %% ../nbs/30_objectives.ipynb #e1409a53
+# %% ../nbs/30_objectives.ipynb #4d52c0eb
 @dataclass(frozen=True)
 class EDM(Objective):
     """Karras et al. 2022 (EDM): x_t = x0 + σ ε, preconditioned x0 prediction D = c_skip x + c_out F."""
@@ -144,7 +144,7 @@ class EDM(Objective):
         "‖F − target‖² = λ(σ)‖D − x0‖² with λ = 1/c_out² = (σ² + σ_d²)/(σ σ_d)² (Karras et al. 2022, Table 1)."
         return 1 / self.precond(self.sigma(t))[1] ** 2
 
-# %% ../nbs/30_objectives.ipynb #134fe37d
+# %% ../nbs/30_objectives.ipynb #60d57d8c
 @lru_cache(maxsize=16)
 def vp_schedule(schedule='linear', T=1000, beta_start=1e-4, beta_end=0.02, cosine_s=0.008):
     """(β, ᾱ) float64 tables of length T for a discrete VP schedule ('linear' or 'cosine')."""

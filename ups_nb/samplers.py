@@ -76,7 +76,7 @@ def _need(objective, kinds, sampler):
     if not isinstance(objective, kinds):
         raise SamplerError(f"objective: {sampler} needs {' or '.join(k.__name__ for k in kinds)}, got {type(objective).__name__}")
 
-# %% ../nbs/40_samplers.ipynb #a522964b
+# %% ../nbs/40_samplers.ipynb #bfa2598b
 def _velocity(objective, out, x, t): return objective.to_eps(out, x, t) - objective.to_x0(out, x, t)   # v = ε̂ − x̂0
 
 def sample_euler(net, objective, shape, steps=50, *, generator=None, noise=None, dtype=torch.float32,
@@ -103,7 +103,7 @@ def sample_heun(net, objective, shape, steps=25, *, generator=None, noise=None, 
         d = _velocity(objective, den(x, t)[0], x, t)
         x_e = x + h * d
         d2 = _velocity(objective, den(x_e, t_next)[0], x_e, t_next)
-        x = x + h * (d + d2) / 2   # Heun's 2nd-order correction (Karras et al. 2022, Algorithm 1, l. 7–8)
+        x = x + h * (d + d2) / 2   # Heun's 2nd-order correction (Karras et al. 2022, Algorithm 1)
     return x
 
 # %% ../nbs/40_samplers.ipynb #14db7e48
@@ -144,7 +144,7 @@ def sample_ddim(net, objective, shape, steps=50, *, eta=0.0, generator=None, noi
         if sig > 0: x = x + sig * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return x
 
-# %% ../nbs/40_samplers.ipynb #710cc754
+# %% ../nbs/40_samplers.ipynb #1df1ca03
 def sample_edm_heun(net, objective, shape, steps=18, *, rho=7.0, sigma_min=None, sigma_max=None,
                     s_churn=0.0, s_tmin=0.0, s_tmax=float('inf'), s_noise=1.0, generator=None, noise=None,
                     dtype=torch.float32, cond=None, w=0.0, uncond=None, self_cond=False):
@@ -153,15 +153,15 @@ def sample_edm_heun(net, objective, shape, steps=18, *, rho=7.0, sigma_min=None,
     sigmas = karras_sigmas(steps, sigma_min or objective.sigma_min, sigma_max or objective.sigma_max, rho).tolist()
     den = make_denoiser(net, objective, cond, w, uncond, self_cond)
     D = lambda x, s: den(x, objective.t_of_sigma(torch.tensor(s, dtype=torch.float64)).item())[1]
-    x = _start(shape, noise, generator, dtype) * sigmas[0]   # Algorithm 2, l. 2: x_0 ~ N(0, σ_0² I)
+    x = _start(shape, noise, generator, dtype) * sigmas[0]   # Karras et al. 2022, Algorithm 2: x_0 ~ N(0, σ_0² I)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        gamma = min(s_churn / steps, math.sqrt(2) - 1) if s_tmin <= s <= s_tmax else 0.0   # Algorithm 2, l. 4
+        gamma = min(s_churn / steps, math.sqrt(2) - 1) if s_tmin <= s <= s_tmax else 0.0   # Karras et al. 2022, Algorithm 2
         s_hat = s * (1 + gamma)
         if gamma > 0: x = x + math.sqrt(s_hat**2 - s**2) * s_noise * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        d = (x - D(x, s_hat)) / s_hat                                                       # Algorithm 2, l. 7
-        x_next = x + (s_next - s_hat) * d                                                   # Euler step, l. 8
+        d = (x - D(x, s_hat)) / s_hat                                                       # Karras et al. 2022, Algorithm 2
+        x_next = x + (s_next - s_hat) * d                                                   # Karras et al. 2022, Algorithm 2: Euler step
         if s_next > 0:
-            d2 = (x_next - D(x_next, s_next)) / s_next                                      # Heun correction, l. 10–11
+            d2 = (x_next - D(x_next, s_next)) / s_next                                      # Karras et al. 2022, Algorithm 2: 2nd-order correction
             x_next = x + (s_next - s_hat) * (d + d2) / 2
         x = x_next
     return x

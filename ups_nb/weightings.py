@@ -7,18 +7,18 @@ __all__ = ['WEIGHTINGS', 'WeightingError', 'karras_weight', 'option_a_weight', '
            'normalise_by_mean_weight', 'min_snr_x0', 'min_snr_eps', 'min_snr_v', 'inv_max_snr', 'mean_weight',
            'mean_normalised', 'get_weighting', 'weight_curve', 'plot_weight_curves']
 
-# %% ../nbs/31_weightings.ipynb #c49d5a25
+# %% ../nbs/31_weightings.ipynb #ac3c017a
 import math
 import torch
 from .objectives import Objective
 
-# %% ../nbs/31_weightings.ipynb #fc7e8cef
+# %% ../nbs/31_weightings.ipynb #b3a6d362
 class WeightingError(ValueError):
     """Bad argument to a weighting."""
 
 def _snr(snr): return torch.as_tensor(snr, dtype=torch.float64) if not torch.is_tensor(snr) else snr
 
-# %% ../nbs/31_weightings.ipynb #afa9415c
+# %% ../nbs/31_weightings.ipynb #b5014c49
 def karras_weight(snr, sigma_data=0.5):
     """EDM loss weight λ(σ) = (σ² + σ_d²)/(σ σ_d)² = SNR + 1/σ_d² on the x0 error."""
     return _snr(snr) + 1 / sigma_data**2   # Karras et al. 2022, Table 1 ('Loss weighting'), σ = 1/√SNR
@@ -39,24 +39,24 @@ def normalise_by_mean_weight(weighted_loss, w, eps=1e-8):
     """Per-sample weighted losses divided by (mean weight + eps); their mean is note 001's normalised loss."""
     return weighted_loss / (w.mean() + eps)   # design note 001, Option 4: mean(w·l)/(mean(w) + 1e-8)
 
-# %% ../nbs/31_weightings.ipynb #f87db902
+# %% ../nbs/31_weightings.ipynb #2c019956
 def min_snr_x0(snr, gamma=5.0):
     """Min-SNR-γ on the x0 error: min(SNR, γ)."""
-    return _snr(snr).clamp(max=gamma)   # Hang et al. 2023, Sec. 3.4
+    return _snr(snr).clamp(max=gamma)   # Hang et al. 2023 (Min-SNR-γ weighting)
 
 def min_snr_eps(snr, gamma=5.0):
     """Min-SNR-γ on the ε error: min(SNR, γ)/SNR."""
-    snr = _snr(snr); return snr.clamp(max=gamma) / snr   # Hang et al. 2023, Sec. 3.4
+    snr = _snr(snr); return snr.clamp(max=gamma) / snr   # Hang et al. 2023 (Min-SNR-γ weighting)
 
 def min_snr_v(snr, gamma=5.0):
     """Min-SNR-γ on the v error: min(SNR, γ)/(SNR + 1)."""
-    snr = _snr(snr); return snr.clamp(max=gamma) / (snr + 1)   # Hang et al. 2023, Sec. 3.4
+    snr = _snr(snr); return snr.clamp(max=gamma) / (snr + 1)   # Hang et al. 2023 (Min-SNR-γ weighting)
 
 def inv_max_snr(snr, gamma=5.0):
     """1/max(SNR, γ) (design note 000, hack 4, the 'simpler approach')."""
     return 1 / _snr(snr).clamp(min=gamma)   # design note 000, item 4
 
-# %% ../nbs/31_weightings.ipynb #0b526f6e
+# %% ../nbs/31_weightings.ipynb #a03b6c47
 def mean_weight(weighting, objective, sampler=None, n=16000, seed=0):
     """E_t[w(t, objective)] under `sampler` (fixed-seed sample of size n) or U[0, 1] (midpoint rule)."""
     if sampler is None: t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
@@ -68,7 +68,7 @@ def mean_normalised(weighting, sampler=None, n=16000, seed=0):
     def w(t, objective): return weighting(t, objective) / mean_weight(weighting, objective, sampler, n, seed).to(t.dtype)
     return w
 
-# %% ../nbs/31_weightings.ipynb #4d5b2220
+# %% ../nbs/31_weightings.ipynb #52b27d9a
 def _sigma_data(kw, objective):
     return kw['sigma_data'] if kw.get('sigma_data') is not None else getattr(objective, 'sigma_data', 0.5)
 
@@ -105,7 +105,7 @@ def get_weighting(name, **kw):
     if kw.get('sigma_data') is not None and not kw['sigma_data'] > 0: raise WeightingError(f"sigma_data: must be > 0, got {kw['sigma_data']}")
     return _registry(name, kw)
 
-# %% ../nbs/31_weightings.ipynb #0889308a
+# %% ../nbs/31_weightings.ipynb #bf1db4e5
 def weight_curve(name, objective, ts=None, **kw):
     """(ts, w(ts)) of weighting `name` on `objective`; ts defaults to 200 points in (0, 1)."""
     ts = torch.linspace(0.0025, 0.9975, 200, dtype=torch.float64) if ts is None else torch.as_tensor(ts, dtype=torch.float64)

@@ -7,19 +7,19 @@ __all__ = ['burgers_grid', 'burgers_ic', 'vanleer_slope', 'godunov_flux', 'advec
            'diffuse', 'torch_threads', 'solve_burgers', 'cole_hopf_log_phi', 'cole_hopf_sine_cell_avg',
            'burgers_dataset']
 
-# %% ../nbs/10_burgers.ipynb #f489abb4
+# %% ../nbs/10_burgers.ipynb #afa3d68b
 import math
 import numpy as np
 import torch
 from scipy.special import logsumexp
 
-# %% ../nbs/10_burgers.ipynb #6c985f38
+# %% ../nbs/10_burgers.ipynb #32664bc9
 def burgers_grid(nx: int = 1024) -> np.ndarray:
     "Cell centres `(i+0.5)/nx` of the periodic unit interval."
     if int(nx) != nx or nx < 4: raise ValueError(f"nx must be an integer >= 4, got {nx!r}")
     return (np.arange(int(nx)) + 0.5) / int(nx)
 
-# %% ../nbs/10_burgers.ipynb #57d85c7b
+# %% ../nbs/10_burgers.ipynb #df3aa0fc
 def burgers_ic(n: int, nx: int = 1024, seed: int = 0) -> np.ndarray:
     "PDEBench's Burgers initial conditions, `(n, nx)` float64: two random sine modes, sometimes |.|, random sign, sometimes windowed."
     if int(n) != n or n < 1: raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -38,20 +38,20 @@ def burgers_ic(n: int, nx: int = 1024, seed: int = 0) -> np.ndarray:
     window = 0.5 * (np.tanh((x - x_lr[:, :1]) / delta) - np.tanh((x - x_lr[:, 1:]) / delta))
     return np.where(windowed[:, None], u * window, u)
 
-# %% ../nbs/10_burgers.ipynb #c05b36ee
+# %% ../nbs/10_burgers.ipynb #243f551e
 def vanleer_slope(d_left: torch.Tensor, d_right: torch.Tensor) -> torch.Tensor:
     "Limited cell slope (times dx) from the left and right differences."
     # van Leer 1974, harmonic-mean limiter: 2ab/(a+b) if ab>0 else 0
     ab = d_left * d_right
     return torch.where(ab > 0, 2 * ab / (d_left + d_right), torch.zeros((), dtype=ab.dtype))
 
-# %% ../nbs/10_burgers.ipynb #72da9639
+# %% ../nbs/10_burgers.ipynb #61687af9
 def godunov_flux(u_left: torch.Tensor, u_right: torch.Tensor) -> torch.Tensor:
     "Exact Godunov flux for f(u)=u^2/2 at a face with left/right states."
     # Godunov 1959 for convex f: F = max(f(max(uL,0)), f(min(uR,0)))  (LeVeque 2002, Eq. 12.4 / 13.x)
     return 0.5 * torch.maximum(u_left.clamp(min=0) ** 2, u_right.clamp(max=0) ** 2)
 
-# %% ../nbs/10_burgers.ipynb #939a0d4e
+# %% ../nbs/10_burgers.ipynb #bb761948
 def advection_rhs(u: torch.Tensor, inv_dx: float) -> torch.Tensor:
     "-(F_{i+1/2}-F_{i-1/2})/dx for periodic cell averages `u` (n, nx): MUSCL-van Leer + Godunov."
     U = torch.cat([u[:, -2:], u, u[:, :2]], dim=1)          # two periodic ghost cells per side
@@ -61,7 +61,7 @@ def advection_rhs(u: torch.Tensor, inv_dx: float) -> torch.Tensor:
                      U[:, 2:-1] - 0.5 * S[:, 1:])
     return (F[:, :-1] - F[:, 1:]) * inv_dx
 
-# %% ../nbs/10_burgers.ipynb #ce3b644a
+# %% ../nbs/10_burgers.ipynb #090aa44f
 def ssprk2_step(u: torch.Tensor, dt: torch.Tensor, inv_dx: float) -> torch.Tensor:
     "One SSP-RK2 (Heun) step of the advection part; `dt` is (n, 1)."
     # Shu & Osher 1988, Eq. 2.17 (optimal 2-stage SSP-RK, CFL coefficient 1)
@@ -77,7 +77,7 @@ def _advection_step(compile: bool):
     if _compiled_step is None: _compiled_step = torch.compile(ssprk2_step, dynamic=True)
     return _compiled_step
 
-# %% ../nbs/10_burgers.ipynb #188b623f
+# %% ../nbs/10_burgers.ipynb #08223175
 def laplacian_eigenvalues(nx: int) -> torch.Tensor:
     "Eigenvalues (>= 0) of minus the periodic 3-point Laplacian on the unit interval, for rfft modes."
     k = torch.arange(nx // 2 + 1, dtype=torch.float64)
@@ -88,7 +88,7 @@ def diffuse(u: torch.Tensor, nu_dt: torch.Tensor, lam: torch.Tensor) -> torch.Te
     # exp(nu dt L) applied in Fourier space, where the circulant L is diagonal (Strang 1968 sub-step)
     return torch.fft.irfft(torch.fft.rfft(u, dim=1) * torch.exp(-nu_dt * lam), n=u.shape[1], dim=1)
 
-# %% ../nbs/10_burgers.ipynb #927c469c
+# %% ../nbs/10_burgers.ipynb #0676bd7a
 def _check_times(t_out) -> np.ndarray:
     "Output times as a float64 vector: finite, >= 0, non-decreasing."
     t_out = np.asarray(t_out, dtype=np.float64)
@@ -141,7 +141,7 @@ def solve_burgers(u0, nu: float, t_out, cfl: float = 0.4, compile: bool = False,
             out[:, j] = u.numpy()
     return out
 
-# %% ../nbs/10_burgers.ipynb #7cef9b95
+# %% ../nbs/10_burgers.ipynb #2ee599d0
 def cole_hopf_log_phi(x, t: float, nu: float, amplitude: float = 1.0, refine: float = 1.0) -> np.ndarray:
     "log phi(x, t) (up to an x-independent constant) for u0 = amplitude*sin(2 pi x) and viscosity nu/pi."
     # Hopf 1950 / Cole 1951: phi_t = nu' phi_xx, phi_0 = exp(-U0/(2 nu')), U0 = a(1-cos 2 pi y)/(2 pi)
@@ -160,7 +160,7 @@ def cole_hopf_sine_cell_avg(nx: int, t: float, nu: float, amplitude: float = 1.0
     faces = np.arange(nx + 1) / nx
     return -2 * (nu / math.pi) * np.diff(cole_hopf_log_phi(faces, t, nu, amplitude)) * nx
 
-# %% ../nbs/10_burgers.ipynb #bb79ef31
+# %% ../nbs/10_burgers.ipynb #5940f0c0
 def burgers_dataset(n: int, nu: float, nx: int = 1024, t_end: float = 2.0, dt_out: float = 0.01, seed: int = 0,
                     batch: int = 100, progress: bool = False, compile: bool = False, cfl: float = 0.4, threads: int | None = 1):
     "`n` PDEBench-style Burgers trajectories: (u (n, T, nx) float32, x (nx,), t (T,))."

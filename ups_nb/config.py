@@ -28,7 +28,7 @@ def F(default, doc='', ge=None, gt=None, le=None, lt=None):
     if isinstance(default, (list, dict)) or is_dataclass(default): return field(default_factory=lambda d=default: copy.deepcopy(d), **kw)
     return field(default=default, **kw)
 
-# %% ../nbs/00_config.ipynb #af8286c0
+# %% ../nbs/00_config.ipynb #2bb8d4e8
 @dataclass
 class RunCfg:
     "Where a run lives and how it reports."
@@ -195,6 +195,11 @@ class GenCfg:
     grad_bucket_every: int = F(0, 'log the gradient norm per t bucket every N steps (0: off)', ge=0)
     resolution: int = F(32, 'image / field resolution', ge=4)
     channels: int = F(1, 'field channels', ge=1)
+    sr_down: Literal['area', 'spectral'] = F('area', 'super-resolution: how the low-res field is made from the high-res one')
+    sr_up: Literal['bicubic', 'nearest'] = F('bicubic', 'super-resolution: periodic upsampling of the low-res field to the conditioning input')
+    n_eval: int = F(16, 'samples drawn for the final evaluation', ge=2)
+    feature_steps: int = F(200, 'training steps of the small feature autoencoder behind frechet_feature_distance', ge=0)
+    fid_weights: str = F('', "local Inception-v3 weights for true FID (needs torchvision; '' = off)")
 
 @dataclass
 class EvalCfg:

@@ -28,7 +28,7 @@ def F(default, doc='', ge=None, gt=None, le=None, lt=None):
     if isinstance(default, (list, dict)) or is_dataclass(default): return field(default_factory=lambda d=default: copy.deepcopy(d), **kw)
     return field(default=default, **kw)
 
-# %% ../nbs/00_config.ipynb #2bb8d4e8
+# %% ../nbs/00_config.ipynb #7a8134cd
 @dataclass
 class RunCfg:
     "Where a run lives and how it reports."
@@ -103,6 +103,7 @@ class FNOCfg:
     modes: int = F(12, 'Fourier modes per axis', ge=1)
     width: int = F(20, 'channel width', ge=1)
     layers: int = F(4, 'Fourier layers', ge=1)
+    padding: int = F(0, 'zero-padding of the domain before the FFT (0 for periodic data, as PDEBench FNO1d; 2 for non-periodic)', ge=0)
 
 @dataclass
 class TrainCfg:

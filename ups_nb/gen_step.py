@@ -26,7 +26,8 @@ from .runs import save_checkpoint, load_checkpoint
 __all__ = ['SAMPLER_OBJECTIVES', 'NET_PRESETS', 'make_objective', 'make_timesteps', 'check_sampler', 'make_weighting',
            'noise_scale', 'GenNet', 'build_net', 't_bucket', 'GenStep', 'bucket_means', 'power_ema_class', 'AfterStep',
            'sample', 'data_file', 'generate_fields', 'FieldData', 'field_data', 'Snapshots', 'FixedBatch',
-           'overfit_config', 'train_gen', 'first_items']
+           'overfit_config', 'train_gen', 'first_items', 'mean_spectrum', 'spectrum_log_error', 'save_grid',
+           'save_spectra']
 
 # %% ../nbs/60_gen_step.ipynb #df1adb49
 def make_objective(gen):
@@ -258,7 +259,7 @@ def sample(model, cfg:Config, shape, cond=None, generator=None, steps:int=0, noi
         if isinstance(model, nn.Module): model.train(was)
     return x
 
-# %% ../nbs/60_gen_step.ipynb #ea38774e
+# %% ../nbs/60_gen_step.ipynb #f4467fa6
 def data_file(cfg:Config) -> Path:
     "The HDF5 file a generative config trains on."
     return Path(cfg.data.path) if cfg.data.path else Path('data')/f'{cfg.name}.h5'
@@ -294,9 +295,10 @@ def field_data(cfg:Config, accelerator=None) -> FieldData:
     from ups_nb.data import split_trajectories, train_stats, Normalizer
     from ups_nb.runs import RunError
     path = data_file(cfg); main = accelerator is None or accelerator.is_main_process
-    if not path.exists():
-        if cfg.data.path: raise RunError(f'data.path {path} does not exist')
-        if main: generate_fields(cfg, path, progress=cfg.run.progress)
+    if not path.exists() and main:   # a missing file (data.path included, so configs can share one) is generated from the data section
+        if path.suffix not in ('.h5', '.hdf5'): raise RunError(f'data.path {path} does not exist')
+        print(f'generating {cfg.data.dataset} ({cfg.data.n_traj} trajectories, {cfg.data.nx}^2) into {path}')
+        generate_fields(cfg, path, progress=cfg.run.progress)
     if accelerator is not None: accelerator.wait_for_everyone()
     ff = open_fields(path)
     if ff.steady or len(ff.spatial) != 2: raise ConfigError(f'data.path {path}: the generative trainers need 2D trajectories')
@@ -349,3 +351,43 @@ def first_items(ds, n):
     "The first `n` items of a dict dataset, stacked into a batch."
     items = [ds[j] for j in range(min(n, len(ds)))]
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+
+# %% ../nbs/60_gen_step.ipynb #554c107d
+def mean_spectrum(x):
+    "(k, E(k)) radially binned power spectrum averaged over batch and channels of (B, C, H, W) fields."
+    from ups_nb.losses import radial_power_spectrum
+    k, E = radial_power_spectrum(x.detach().float().cpu())
+    return k.numpy(), E.mean((0, 1)).numpy()
+
+def spectrum_log_error(x, ref):
+    "Mean over shells 1..N/2 of |log(E_x(k)/E_ref(k))| of the batch-mean spectra (sets need not be paired)."
+    _, a = mean_spectrum(x); _, b = mean_spectrum(ref); n = min(x.shape[-2:]) // 2
+    return float(np.abs(np.log((a[1:n + 1] + 1e-30) / (b[1:n + 1] + 1e-30))).mean())
+
+def save_grid(rows:dict, path, n:int=4):
+    "PNG with one row per named (B, C, H, W) tensor (first channel, first `n` samples)."
+    from matplotlib.figure import Figure
+    n = min(n, *(len(v) for v in rows.values()))
+    fig = Figure(figsize=(1.6 * n, 1.6 * len(rows)), dpi=80)
+    axs = fig.subplots(len(rows), n, squeeze=False)
+    for r, (name, v) in enumerate(rows.items()):
+        ref = next(iter(rows.values()))[:n, 0]
+        lo, hi = float(ref.min()), float(ref.max())
+        for c in range(n):
+            axs[r, c].imshow(v[c, 0].detach().float().cpu().numpy(), cmap='RdBu_r', vmin=lo, vmax=hi); axs[r, c].set_axis_off()
+        axs[r, 0].set_title(name, fontsize=7, loc='left')
+    Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path)
+    return Path(path)
+
+def save_spectra(fields:dict, png, npz=None):
+    "Log-log plot (and npz) of the batch-mean radial power spectra of named (B, C, H, W) tensors."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4, 3), dpi=80); ax = fig.subplots()
+    out = {}
+    for name, v in fields.items():
+        k, E = mean_spectrum(v); out[name] = E; out['k'] = k
+        ax.loglog(k[1:], E[1:] + 1e-30, label=name)
+    ax.set_xlabel('|k|'); ax.set_ylabel('E(k)'); ax.legend(fontsize=6)
+    Path(png).parent.mkdir(parents=True, exist_ok=True); fig.savefig(png)
+    if npz is not None: np.savez(npz, **out)
+    return out

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 from .formats import FieldFile, FormatError, open_fields
+from .runs import atomic_write
 
 # %% ../nbs/15_data.ipynb #fb5d97af
 def split_trajectories(n_traj, fractions=(0.8, 0.1, 0.1), seed=0):
@@ -55,16 +56,6 @@ def stats_path(path):
 def _idx_key(idx):
     return 'train-' + hashlib.sha1(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:12]
 
-def _atomic_write_json(path, obj):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as fh:
-            json.dump(obj, fh, indent=1); fh.flush(); os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.unlink(tmp)
-
 def train_stats(ff, train_idx, cache=True):
     "Channel statistics of the train split, loaded from `<file>.stats.json` when present, else computed and saved."
     ff = ff if isinstance(ff, FieldFile) else open_fields(ff)
@@ -73,7 +64,7 @@ def train_stats(ff, train_idx, cache=True):
     if key in cached and cached[key].get('fields') == list(ff.fields): return cached[key]
     st = channel_stats(ff, np.sort(train_idx))
     if cache:
-        try: _atomic_write_json(sp, {**cached, key: st})
+        try: atomic_write(sp, json.dumps({**cached, key: st}, indent=1))
         except OSError as e: warnings.warn(f"{sp}: could not save statistics ({e})")
     return st
 

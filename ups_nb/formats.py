@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import h5py
+from .runs import fsync_dir, temp_beside
 
 # %% ../nbs/14_formats.ipynb #3c101b42
 class FormatError(ValueError):
@@ -21,20 +22,12 @@ class FormatError(ValueError):
         super().__init__(f"{path}: {what}" if key is None else f"{path}: '{key}' {what}")
 
 # %% ../nbs/14_formats.ipynb #6fd9530b
-def _fsync_dir(d):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass
-
 @contextmanager
 def atomic_h5(path, overwrite=False):
     "Yield an `h5py.File` open for writing at a temporary name; on success move it to `path` atomically."
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp_name = temp_beside(path)
     os.close(fd)
     try:
         with h5py.File(tmp_name, 'w') as f:
@@ -46,7 +39,7 @@ def atomic_h5(path, overwrite=False):
             try: os.link(tmp_name, path)
             except FileExistsError: raise FileExistsError(f"{path}: exists; pass overwrite=True to replace it") from None
             os.unlink(tmp_name)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp_name): os.unlink(tmp_name)
 

@@ -16,7 +16,7 @@ from .ema import EMA
 from .runs import JsonlLog, RunError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 
 # %% auto #0
-__all__ = ['lr_at', 'ShardedBatches', 'Ctx', 'FitResult', 'make_accelerator', 'fit']
+__all__ = ['lr_at', 'ShardedBatches', 'Ctx', 'FitResult', 'make_accelerator', 'Trackers', 'fit']
 
 # %% ../nbs/50_loop.ipynb #a00b5e5a
 def lr_at(step:int, total:int, lr:float, min_lr:float=0.0, warmup:int=0, time_frac:float=0.0) -> float:
@@ -75,11 +75,41 @@ def _to(batch, device):
     if isinstance(batch, (list, tuple)): return type(batch)(_to(v, device) for v in batch)
     return batch
 
-# %% ../nbs/50_loop.ipynb #749222aa
+# %% ../nbs/50_loop.ipynb #cb1e8709
 def _stage_settings(cfg, stage, epochs, lr, batch_size):
     st = getattr(cfg.stages, stage, None)
     pick = lambda given, own, base: given if given else (getattr(st, own, 0) or base)
     return (pick(epochs, 'epochs', cfg.train.epochs), pick(lr, 'lr', cfg.train.lr), pick(batch_size, 'batch_size', cfg.data.batch_size))
+
+class Trackers:
+    "Optional TensorBoard / Weights & Biases mirrors of the JSONL log (main process only; off by default, W&B offline unless WANDB_MODE says otherwise)."
+    _wandb_runs = {}
+    def __init__(self, cfg:Config, run_dir, enabled=True):
+        self.tb = self.wb = None
+        if not enabled: return
+        if cfg.run.tensorboard:
+            try: from torch.utils.tensorboard import SummaryWriter
+            except ImportError: raise ConfigError('config: run.tensorboard=true needs the tensorboard package (pip install tensorboard)') from None
+            self.tb = SummaryWriter(str(Path(run_dir)/'tensorboard'))
+        if cfg.run.wandb:
+            try: import wandb
+            except ImportError: raise ConfigError('config: run.wandb=true needs the wandb package (pip install wandb)') from None
+            import os
+            os.environ.setdefault('WANDB_MODE', 'offline')
+            key = str(run_dir)
+            if key not in self._wandb_runs:
+                from ups_nb.config import to_dict
+                self._wandb_runs[key] = wandb.init(project='ups_nb', id=Path(run_dir).name, name=Path(run_dir).name, dir=str(run_dir),
+                                                   config=to_dict(cfg), resume='allow')
+            self.wb = self._wandb_runs[key]
+    def log(self, stage:str, step:int, scalars:dict):
+        "Mirror the numeric entries of one event."
+        nums = {f'{stage}/{k}': float(v) for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self.tb is not None:
+            for k, v in nums.items(): self.tb.add_scalar(k, v, step)
+        if self.wb is not None: self.wb.log(nums, step=step)
+    def close(self):
+        if self.tb is not None: self.tb.flush(); self.tb.close()
 
 class _LossModule(torch.nn.Module):
     "Runs `loss_fn` inside `forward`, so DDP sees one forward per micro-batch whatever submodules the loss calls."
@@ -102,6 +132,7 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
     main = acc.is_main_process
     ck = Path(run_dir)/'ckpt'; final, last, best_p = ck/f'{stage}.pt', ck/f'{stage}_last.pt', ck/f'{stage}_best.pt'
     log = JsonlLog(Path(run_dir)/'log.jsonl', enabled=main)
+    trackers = Trackers(cfg, run_dir, enabled=main)
     wall_clock = t.wall_clock if wall_clock is None else wall_clock
 
     if final.exists():  # finished in an earlier run: load its result and skip
@@ -171,8 +202,9 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
             seconds = time.time() - t_start
             if pbar is not None: pbar.update(1); pbar.set_postfix(loss=f'{float(loss):.3e}')
             if step % cfg.run.log_every == 0:  # the logged loss is the mean over all processes' batches
-                log.write(event='train', stage=stage, epoch=epoch, step=step, **_scalars({**comps, 'loss': acc.reduce(loss.detach(), 'mean')}),
-                          lr=cur_lr, grad_norm=float(gn), time=round(seconds, 3), best=best if best < math.inf else None)
+                ev = dict(**_scalars({**comps, 'loss': acc.reduce(loss.detach(), 'mean')}), lr=cur_lr, grad_norm=float(gn), time=round(seconds, 3))
+                log.write(event='train', stage=stage, epoch=epoch, step=step, **ev, best=best if best < math.inf else None)
+                trackers.log(stage, step, ev)
             if diagnostics is not None and diagnostics_every and step % diagnostics_every == 0:
                 extra = diagnostics(model, batch, ctx)
                 if extra: log.write(event='diagnostics', stage=stage, step=step, **extra)
@@ -192,10 +224,12 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
         else: bad_epochs += 1
         log.write(event='epoch', stage=stage, epoch=epoch, step=step, val=val, best=best, bad_epochs=bad_epochs,
                   lr=cur_lr, time=round(time.time() - t_start, 3), **{f'mean_{k}': v for k, v in means.items()})
+        trackers.log(stage, step, {'val': val, 'best': best})
         if t.patience and bad_epochs >= t.patience: stop = 'early stop (patience)'
         elif t.target_loss and best <= t.target_loss: stop = 'target loss reached'
         if main: save_checkpoint(last, **state(0))
     if pbar is not None: pbar.close()
+    trackers.close()
     seconds = time.time() - t_start
     reason = stop or 'epochs done'
     acc.wait_for_everyone()

@@ -265,7 +265,7 @@ from fastcore.script import call_parse, Param
 from .formats import write_pdebench_1d, write_pdebench_2d, write_pdebench_darcy, write_the_well
 
 # %% ../nbs/15_data.ipynb #991e7e42
-GENERATORS = ('burgers', 'ns', 'darcy')
+GENERATORS = ('burgers', 'ns', 'mhd', 'darcy')
 LAYOUT_NAMES = ('pdebench', 'the_well')
 
 def default_name(dataset, layout, n, nx, seed, nu=None, beta=None):
@@ -283,6 +283,7 @@ def _check(dataset, layout, n, nx, seed):
 
 DEFAULTS = dict(burgers=dict(n=32, nx=1024, nu=0.01, t_end=2.0, dt_out=0.01),
                 ns=dict(n=16, nx=64, nu=1e-3, t_end=5.0, dt_out=0.05),
+                mhd=dict(n=16, nx=64, nu=1e-3, t_end=2.0, dt_out=0.05),
                 darcy=dict(n=16, nx=128, nu=None, t_end=None, dt_out=None))
 
 def generate(dataset, out='data', n=None, seed=0, nx=None, nu=None, beta=1.0, t_end=None, dt_out=None,
@@ -298,14 +299,18 @@ def generate(dataset, out='data', n=None, seed=0, nx=None, nu=None, beta=1.0, t_
         u, x, t = burgers_dataset(n, nu, nx=nx, t_end=t_end, dt_out=dt_out, seed=seed, progress=progress)
         if layout == 'pdebench': return write_pdebench_1d(path, u, x, t, nu=nu)
         return write_the_well(path, {'u': u}, {'t': t, 'x': x}, 'burgers_1d', bcs='periodic', scalars={'nu': nu})
-    if dataset == 'ns':
-        from ups_nb.navier_stokes import ns_dataset
-        steps = round(t_end / dt_out)
-        d = ns_dataset(n, nx, dt_out * np.arange(steps + 1), seed, nu=nu, progress=progress)
-        # the solver's fields are (n, T, C, y, x); PDEBench and The Well index space as (x, y)
+    if dataset in ('ns', 'mhd'):
+        t_out = dt_out * np.arange(round(t_end / dt_out) + 1)
+        if dataset == 'ns':
+            from ups_nb.navier_stokes import ns_dataset
+            d, well_name = ns_dataset(n, nx, t_out, seed, nu=nu, progress=progress), 'navier_stokes_2d'
+        else:
+            from ups_nb.mhd import mhd_dataset
+            d, well_name = mhd_dataset(n, nx, t_out, seed, nu=nu, eta=nu, progress=progress), 'mhd_2d'
+        # the solvers' fields are (n, T, C, y, x); PDEBench and The Well index space as (x, y)
         fields = {c: np.ascontiguousarray(d.fields[:, :, j].swapaxes(-1, -2)) for j, c in enumerate(d.channels)}
         if layout == 'pdebench': return write_pdebench_2d(path, fields, d.x, d.y, d.t, nu=nu)
-        return write_the_well(path, fields, {'t': d.t, 'x': d.x, 'y': d.y}, 'navier_stokes_2d', bcs='periodic', scalars={'nu': nu})
+        return write_the_well(path, fields, {'t': d.t, 'x': d.x, 'y': d.y}, well_name, bcs='periodic', scalars={'nu': nu})
     from ups_nb.darcy import darcy_dataset
     d = darcy_dataset(n=nx, N=n, seed=seed, beta=beta, progress=progress)
     return write_pdebench_darcy(path, d['coeff'], d['sol'], d['x'], d['y'], beta=beta)
@@ -318,15 +323,15 @@ def describe(path):
 
 # %% ../nbs/15_data.ipynb #aa9512e1
 @call_parse
-def main(dataset: Param("burgers | ns | darcy", str),
+def main(dataset: Param("burgers | ns | mhd | darcy", str),
          out: Param("output folder", str) = 'data',
          n: Param("number of trajectories (samples); default 32 for burgers, 16 for ns and darcy", int) = None,
          seed: Param("random seed of the initial conditions / coefficients", int) = 0,
          nx: Param("grid points per side; default 1024 for burgers, 64 for ns, 128 for darcy", int) = None,
-         nu: Param("burgers, ns: viscosity ν; default 0.01 (burgers), 1e-3 (ns)", float) = None,
+         nu: Param("burgers, ns, mhd: viscosity ν (mhd: also the magnetic diffusivity); default 0.01 (burgers), 1e-3 (ns, mhd)", float) = None,
          beta: Param("darcy: constant source β", float) = 1.0,
-         t_end: Param("burgers, ns: final time; default 2 (burgers), 5 (ns)", float) = None,
-         dt_out: Param("burgers, ns: time between saved frames; default 0.01 (burgers), 0.05 (ns)", float) = None,
+         t_end: Param("burgers, ns, mhd: final time; default 2 (burgers, mhd), 5 (ns)", float) = None,
+         dt_out: Param("burgers, ns, mhd: time between saved frames; default 0.01 (burgers), 0.05 (ns, mhd)", float) = None,
          layout: Param("pdebench | the_well", str) = 'pdebench',
          name: Param("file name inside OUT; default records dataset, parameters, n and seed", str) = None):
     "Generate a PDE dataset with a verified solver and write it as PDEBench or The Well HDF5."

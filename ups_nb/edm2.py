@@ -6,14 +6,14 @@
 __all__ = ['UNet', 'EDM2_PRESETS', 'normalize', 'mp_silu', 'mp_sum', 'mp_cat', 'MPFourier', 'MPConv', 'force_weight_norm_',
            'resample', 'Block', 'EDM2UNet', 'edm2_unet', 'count_params']
 
-# %% ../nbs/34_edm2.ipynb #4f6b75ed
+# %% ../nbs/34_edm2.ipynb #ac9db22d
 import math
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/34_edm2.ipynb #48f91993
+# %% ../nbs/34_edm2.ipynb #41111a46
 def normalize(x, dim=None, eps=1e-4):
     "Scale each slice along dim 0 (one output filter) to unit RMS, i.e. norm sqrt(fan_in); `dim` overrides the reduced dims."
     # EDM2 App. B.2 / Sec. 2.2 (config D): w_i / ||w_i|| with the stored weight kept at unit-variance elements
@@ -22,13 +22,13 @@ def normalize(x, dim=None, eps=1e-4):
     norm = torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))
     return x / norm.to(x.dtype)
 
-# %% ../nbs/34_edm2.ipynb #4cb0a83d
+# %% ../nbs/34_edm2.ipynb #9160a722
 def mp_silu(x):
     "SiLU divided by its RMS under a unit normal input, so unit-magnitude in → unit-magnitude out."
     # EDM2 Sec. 2.4 (config G), App. B: silu(x)/0.596, 0.596 = sqrt(E[silu(x)^2]) for x ~ N(0,1)
     return F.silu(x) / 0.596
 
-# %% ../nbs/34_edm2.ipynb #0ecf225c
+# %% ../nbs/34_edm2.ipynb #8b0ca856
 def mp_sum(a, b, t=0.5):
     "Magnitude-preserving interpolation of two independent unit-magnitude tensors: weight `t` on `b`."
     # EDM2 Sec. 2.4 (config G), App. B: ((1-t) a + t b) / sqrt((1-t)^2 + t^2)
@@ -41,7 +41,7 @@ def mp_cat(a, b, dim=1, t=0.5):
     c = math.sqrt((na + nb) / ((1 - t)**2 + t**2))
     return torch.cat([a * (c / math.sqrt(na) * (1 - t)), b * (c / math.sqrt(nb) * t)], dim=dim)
 
-# %% ../nbs/34_edm2.ipynb #d901b313
+# %% ../nbs/34_edm2.ipynb #c443a614
 class MPFourier(nn.Module):
     "Magnitude-preserving Fourier features of the scalar noise label: sqrt(2) cos(2π(f c + φ)), fixed random f, φ."
     # EDM2 Sec. 2.4 (config G): random Fourier features scaled by sqrt(2) to unit magnitude
@@ -54,7 +54,7 @@ class MPFourier(nn.Module):
         y = torch.outer(c.to(torch.float32).reshape(-1), self.freqs.to(torch.float32)) + self.phases.to(torch.float32)
         return (y.cos() * math.sqrt(2)).to(c.dtype)
 
-# %% ../nbs/34_edm2.ipynb #f145f061
+# %% ../nbs/34_edm2.ipynb #6d331e51
 class MPConv(nn.Module):
     "Magnitude-preserving conv (kernel `(k, k)`) or linear layer (kernel `()`): the weight is normalised per output filter in every forward."
     # EDM2 Sec. 2.2 (config D): w_hat = w/||w|| * gain/sqrt(fan_in); Sec. 2.3 (config E) forced weight normalisation
@@ -83,7 +83,7 @@ def force_weight_norm_(model):
             m.weight.copy_(normalize(m.weight.to(torch.float32)).to(m.weight.dtype)); n += 1
     return n
 
-# %% ../nbs/34_edm2.ipynb #e5c149f1
+# %% ../nbs/34_edm2.ipynb #b50f9b15
 def resample(x, mode='keep'):
     "2× down/up-sampling with the [1,1] box filter (average pool / nearest), magnitude preserved for smooth inputs."
     # EDM2 config C: bilinear-free [1,1] resampling filter
@@ -132,7 +132,7 @@ class Block(nn.Module):
         if self.clip_act is not None: x = x.clip(-self.clip_act, self.clip_act)
         return x
 
-# %% ../nbs/34_edm2.ipynb #188f0e0d
+# %% ../nbs/34_edm2.ipynb #6794c527
 class EDM2UNet(nn.Module):
     "EDM2 config-G UNet returning the raw output F(x, c_noise); `cond` (cond_channels) is concatenated to `x`."
     # EDM2 Sec. 2 / Fig. 21 (config G), reference code training/networks_edm2.py
@@ -203,7 +203,7 @@ class EDM2UNet(nn.Module):
 
 UNet = EDM2UNet
 
-# %% ../nbs/34_edm2.ipynb #124da11f
+# %% ../nbs/34_edm2.ipynb #835344f4
 EDM2_PRESETS = {
     # CPU-sized: trains in minutes at 32x32 / 64x64
     'tiny': dict(model_channels=16, channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=(8,), channels_per_head=16),

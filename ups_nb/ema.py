@@ -90,7 +90,7 @@ class EMA:
         self.started, self.num_updates = bool(sd['started']), int(sd['num_updates'])
         self.shadow.load_state_dict(sd['shadow'])
 
-# %% ../nbs/36_ema.ipynb #92ed3894
+# %% ../nbs/36_ema.ipynb #fb0ac623
 def gamma_to_sigma_rel(gamma):
     "Relative standard deviation of the power-function EMA profile with exponent `gamma`."
     # EDM2 Sec. 3.1: sigma_rel = sqrt((gamma+1) / ((gamma+2)^2 (gamma+3)))
@@ -101,7 +101,7 @@ def sigma_rel_to_gamma(sigma_rel):
     "Exponent gamma of the power-function EMA whose profile has relative std `sigma_rel`."
     # EDM2 Sec. 3.1 / App. C.1: largest real root of g^3 + 7g^2 + (16 - s^-2) g + (12 - s^-2)
     s = np.asarray(sigma_rel, dtype=np.float64)
-    if np.any(s <= 0) or np.any(s >= 12**-0.5): raise ValueError(f"sigma_rel: expected 0 < sigma_rel < 0.2887 (gamma > -1), got {sigma_rel}")
+    if np.any(s <= 0) or np.any(s >= 12**-0.5): raise ValueError(f"sigma_rel: expected 0 < sigma_rel < 0.2887 (gamma > 0), got {sigma_rel}")
     g = [np.roots([1, 7, 16 - v**-2, 12 - v**-2]).real.max() for v in s.reshape(-1)]
     return float(g[0]) if s.ndim == 0 else np.array(g).reshape(s.shape)
 

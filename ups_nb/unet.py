@@ -139,10 +139,10 @@ class DDPMUNet(nn.Module):
             for a in layer[1:]: h = a(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
-# %% ../nbs/35_unet.ipynb #422db0f2
+# %% ../nbs/35_unet.ipynb #ff4291a3
 UNET_PRESETS = {
     # CPU-sized: trains in minutes at 32x32
-    'tiny':    dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0, num_groups=8),
+    'tiny':    dict(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0, num_groups=8),
     # Ho et al. 2020 App. B, CIFAR-10 (35.7M parameters)
     'cifar32': dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, resolution=32),
 }

@@ -28,7 +28,7 @@ def F(default, doc='', ge=None, gt=None, le=None, lt=None):
     if isinstance(default, (list, dict)) or is_dataclass(default): return field(default_factory=lambda d=default: copy.deepcopy(d), **kw)
     return field(default=default, **kw)
 
-# %% ../nbs/00_config.ipynb #7a8134cd
+# %% ../nbs/00_config.ipynb #dbe9c2d3
 @dataclass
 class RunCfg:
     "Where a run lives and how it reports."
@@ -61,6 +61,7 @@ class DataCfg:
     pin_memory: bool = F(False, 'pin host memory for faster GPU copies')
     temperature: float = F(0.7, 'mixture sampling: dataset probability proportional to size**temperature', ge=0, le=1)
     sr_factor: int = F(4, 'super-resolution factor (low-res = high-res / factor)', ge=1)
+    periodic: bool = F(True, 'the domain is periodic (Burgers, NS, MHD); false for bounded boxes such as Darcy')
 
 @dataclass
 class LatentCfg:
@@ -81,6 +82,7 @@ class DecoderCfg:
     hidden: int = F(64, 'hidden width', ge=1)
     heads: int = F(4, 'cross-attention heads', ge=1)
     depth: int = F(2, 'cross-attention blocks', ge=1)
+    local: bool = F(True, 'add the tokens interpolated at each query point to its embedding (a local path beside the cross-attention)')
 
 @dataclass
 class OperatorCfg:

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['UNet', 'EDM2_PRESETS', 'normalize', 'mp_silu', 'mp_sum', 'mp_cat', 'MPFourier', 'MPConv', 'force_weight_norm_',
-           'resample', 'Block', 'EDM2UNet', 'edm2_unet', 'count_params']
+           'resample', 'Block', 'unet_input', 'EDM2UNet', 'edm2_unet', 'count_params']
 
 # %% ../nbs/34_edm2.ipynb #ac9db22d
 import math
@@ -133,6 +133,19 @@ class Block(nn.Module):
         return x
 
 # %% ../nbs/34_edm2.ipynb #6794c527
+def unet_input(x, cond, in_channels, cond_channels, levels):
+    "Check a UNet's input (N, C, H, W) and its conditioning channels, and concatenate them."
+    n = x.shape[0]
+    if x.ndim != 4 or x.shape[1] != in_channels: raise ValueError(f"x: expected (N, {in_channels}, H, W), got {tuple(x.shape)}")
+    if x.shape[-1] % 2**(levels - 1) or x.shape[-2] % 2**(levels - 1):
+        raise ValueError(f"x: spatial size {tuple(x.shape[-2:])} is not divisible by 2**{levels - 1}")
+    if cond_channels:
+        if cond is None or cond.shape != (n, cond_channels, *x.shape[2:]):
+            raise ValueError(f"cond: expected shape {(n, cond_channels, *x.shape[2:])}, got {None if cond is None else tuple(cond.shape)}")
+        return torch.cat([x, cond.to(x.dtype)], dim=1)
+    if cond is not None: raise ValueError("cond: the network was built with cond_channels=0")
+    return x
+
 class EDM2UNet(nn.Module):
     "EDM2 config-G UNet returning the raw output F(x, c_noise); `cond` (cond_channels) is concatenated to `x`."
     # EDM2 Sec. 2 / Fig. 21 (config G), reference code training/networks_edm2.py
@@ -179,14 +192,7 @@ class EDM2UNet(nn.Module):
 
     def forward(self, x, c_noise, cond=None):
         n = x.shape[0]
-        if x.ndim != 4 or x.shape[1] != self.in_channels: raise ValueError(f"x: expected (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[-1] % 2**(self.levels - 1) or x.shape[-2] % 2**(self.levels - 1):
-            raise ValueError(f"x: spatial size {tuple(x.shape[-2:])} is not divisible by 2**{self.levels - 1}")
-        if self.cond_channels:
-            if cond is None or cond.shape != (n, self.cond_channels, *x.shape[2:]):
-                raise ValueError(f"cond: expected shape {(n, self.cond_channels, *x.shape[2:])}, got {None if cond is None else tuple(cond.shape)}")
-            x = torch.cat([x, cond.to(x.dtype)], dim=1)
-        elif cond is not None: raise ValueError("cond: the network was built with cond_channels=0")
+        x = unet_input(x, cond, self.in_channels, self.cond_channels, self.levels)
         c_noise = torch.as_tensor(c_noise, dtype=x.dtype, device=x.device).reshape(-1)
         if c_noise.numel() == 1: c_noise = c_noise.expand(n)
         elif c_noise.numel() != n: raise ValueError(f"c_noise: expected one value or {n} values, got {c_noise.numel()}")

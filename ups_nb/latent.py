@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LatentState', 'fourier_features', 'grid_coords', 'GridEncoder', 'farthest_point_indices', 'CrossAttention',
-           'AttentionBlock', 'PointEncoder', 'AnyPointDecoder', 'Autoencoder']
+           'AttentionBlock', 'PointEncoder', 'interpolate_tokens', 'AnyPointDecoder', 'Autoencoder']
 
 # %% ../nbs/20_latent.ipynb #850409f4
 import math
@@ -194,10 +194,29 @@ class PointEncoder(nn.Module):
         return self.norm(z)
 
 # %% ../nbs/20_latent.ipynb #9340c713
+def interpolate_tokens(z, token_grid, coords, periodic=True):
+    "Features of tokens laid out on the cell centres of `token_grid`, interpolated (multi)linearly at `coords` (B, N, d) -> (B, N, dim)."
+    # linear interpolation between cell centres, as F.grid_sample(align_corners=True) on the grid padded by one cell (circular if periodic)
+    B, T, D = z.shape
+    g = tuple(token_grid)
+    if math.prod(g) != T: raise ValueError(f"token_grid {g} holds {math.prod(g)} tokens, z has {T}")
+    zg = z.transpose(1, 2).reshape(B, D, *g)
+    if len(g) == 1: zg = zg[:, :, None, :]
+    zg = F.pad(zg, (1, 1, 1, 1) if len(g) == 2 else (1, 1, 0, 0), mode='circular' if periodic else 'replicate')
+    H, W = zg.shape[-2:]
+    idx = [coords[..., a] * g[a] + 0.5 for a in range(len(g))]          # padded index of each coordinate
+    gx = 2 * idx[-1] / (W - 1) - 1
+    gy = 2 * idx[0] / (H - 1) - 1 if len(g) == 2 else torch.zeros_like(gx)
+    out = F.grid_sample(zg, torch.stack([gx, gy], -1)[:, :, None], mode='bilinear', align_corners=True)
+    return out[..., 0].transpose(1, 2)
+
 class AnyPointDecoder(nn.Module):
     "Decode latent tokens (B, T, dim) at query coordinates (B, N, d) or (N, d) -> (B, N, C)."
-    def __init__(self, dim, out_channels, coord_dim=1, n_freqs=6, hidden=64, heads=4, depth=2):
+    def __init__(self, dim, out_channels, coord_dim=1, n_freqs=6, hidden=64, heads=4, depth=2, token_grid=None, periodic=True):
         super().__init__()
+        self.token_grid, self.periodic = (tuple(token_grid) if token_grid else None), periodic
+        # optional local path: the tokens' features interpolated at each query point join its Fourier embedding
+        self.local = nn.Linear(dim, hidden) if token_grid else None
         self.fields = [f'u{i}' for i in range(out_channels)] if isinstance(out_channels, int) else list(out_channels)
         if not self.fields or len(set(self.fields)) != len(self.fields):
             raise ValueError(f"out_channels must be a positive int or a list of distinct field names, got {out_channels!r}")
@@ -218,6 +237,7 @@ class AnyPointDecoder(nn.Module):
         if coords.shape[-1] != self.coord_dim or coords.shape[0] != z.shape[0]:
             raise ValueError(f"coords must be (N, {self.coord_dim}) or ({z.shape[0]}, N, {self.coord_dim}), got {tuple(coords.shape)}")
         h = self.embed(fourier_features(coords, self.freqs))
+        if self.local is not None: h = h + self.local(interpolate_tokens(z, self.token_grid, coords, self.periodic))
         for blk in self.blocks: h = blk(h, z)
         h = self.norm(h)
         return torch.cat([head(h) for head in self.heads.values()], dim=-1)

@@ -89,15 +89,17 @@ def load_data(cfg:Config, accelerator=None, progress=True) -> PipelineData:
     shape = tuple(len(range(0, n, cfg.data.x_down)) for n in ff.spatial)
     return PipelineData(cfg, path, splits, Normalizer.from_stats(st, len(ff.spatial)), ff.n_channels, shape, dt, float(ff.params.get('nu', 0.0)))
 
-# %% ../nbs/65_pipeline.ipynb #af597020
+# %% ../nbs/65_pipeline.ipynb #e410f593
 def state_channels(cfg, pd): return cfg.data.initial_step * pd.channels
 
 def build_autoencoder(cfg:Config, pd:PipelineData) -> torch.nn.ModuleDict:
     "Grid encoder + any-point decoder for the data's states."
     nd = len(pd.shape)
-    enc = GridEncoder(state_channels(cfg, pd), cfg.latent.dim, patch=cfg.encoder.patch, ndim=nd, hidden=cfg.encoder.hidden)
-    dec = AnyPointDecoder(cfg.latent.dim, state_channels(cfg, pd), coord_dim=nd, n_freqs=cfg.decoder.n_freqs,
-                          hidden=cfg.decoder.hidden, heads=cfg.decoder.heads, depth=cfg.decoder.depth)
+    enc = GridEncoder(state_channels(cfg, pd), cfg.latent.dim, patch=cfg.encoder.patch, ndim=nd, hidden=cfg.encoder.hidden,
+                      padding_mode='circular' if cfg.data.periodic else 'zeros')
+    grid = tuple(n // cfg.encoder.patch for n in pd.shape)
+    dec = AnyPointDecoder(cfg.latent.dim, state_channels(cfg, pd), coord_dim=nd, n_freqs=cfg.decoder.n_freqs, hidden=cfg.decoder.hidden,
+                          heads=cfg.decoder.heads, depth=cfg.decoder.depth, token_grid=grid if cfg.decoder.local else None, periodic=cfg.data.periodic)
     return torch.nn.ModuleDict(dict(encoder=enc, decoder=dec))
 
 COND_KEYS = ('dt', 'nu')

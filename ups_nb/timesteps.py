@@ -6,7 +6,7 @@
 __all__ = ['TIMESTEP_SAMPLERS', 'TimestepError', 'Uniform', 'Filtered', 'LogNormal', 'LogitNormal', 'Beta',
            'get_timestep_sampler', 'plot_timestep_density']
 
-# %% ../nbs/32_timesteps.ipynb #ef2013bf
+# %% ../nbs/32_timesteps.ipynb #878184b2
 import math
 from dataclasses import dataclass, fields
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 from scipy import special
 from .objectives import EDM
 
-# %% ../nbs/32_timesteps.ipynb #e1a67fc7
+# %% ../nbs/32_timesteps.ipynb #71fd77fd
 class TimestepError(ValueError):
     """Bad argument to a timestep sampler."""
 
@@ -23,7 +23,7 @@ def _check_n(n):
 
 def _normal_pdf(x, mean, std): return torch.exp(-0.5 * ((x - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
 
-# %% ../nbs/32_timesteps.ipynb #7fc5b600
+# %% ../nbs/32_timesteps.ipynb #f912e51e
 @dataclass(frozen=True)
 class Uniform:
     """t ~ U[0, 1]."""
@@ -44,7 +44,7 @@ class Filtered:
     def density(self, t):
         t = torch.as_tensor(t, dtype=torch.float64); return ((t >= self.lo) & (t <= self.hi)).double() / (self.hi - self.lo)
 
-# %% ../nbs/32_timesteps.ipynb #2c118239
+# %% ../nbs/32_timesteps.ipynb #301ef26d
 @dataclass(frozen=True)
 class LogNormal:
     """EDM training noise levels: ln σ ~ N(p_mean, p_std²) (Karras et al. 2022, Table 1), mapped to t of `EDM(sigma_min, sigma_max)`."""
@@ -68,7 +68,7 @@ class LogNormal:
         p = L * _normal_pdf(math.log(self.sigma_min) + L * t, self.p_mean, self.p_std)
         return torch.where((t >= 0) & (t <= 1), p, torch.zeros_like(p))
 
-# %% ../nbs/32_timesteps.ipynb #8e472858
+# %% ../nbs/32_timesteps.ipynb #5446ec03
 @dataclass(frozen=True)
 class LogitNormal:
     """t = sigmoid(u), u ~ N(m, s²) (Esser et al. 2024, Eq. 19)."""
@@ -84,7 +84,7 @@ class LogitNormal:
         p = _normal_pdf(torch.logit(tc), self.m, self.s) / (tc * (1 - tc))
         return torch.where(inside, p, torch.zeros_like(p))
 
-# %% ../nbs/32_timesteps.ipynb #3c606cc6
+# %% ../nbs/32_timesteps.ipynb #66c1eefe
 @dataclass(frozen=True)
 class Beta:
     """t ~ Beta(a, b) by inverse-CDF sampling."""
@@ -101,7 +101,7 @@ class Beta:
         p = torch.exp((self.a - 1) * torch.log(tc) + (self.b - 1) * torch.log1p(-tc) - special.betaln(self.a, self.b))
         return torch.where(inside, p, torch.zeros_like(p))
 
-# %% ../nbs/32_timesteps.ipynb #b3870d10
+# %% ../nbs/32_timesteps.ipynb #939d72f5
 TIMESTEP_SAMPLERS = dict(uniform=Uniform, filtered=Filtered, lognormal=LogNormal, logit_normal=LogitNormal, beta=Beta)
 
 def get_timestep_sampler(name, **kw):
@@ -112,7 +112,7 @@ def get_timestep_sampler(name, **kw):
     if bad: raise TimestepError(f"timestep sampler {name!r}: unknown parameter(s) {sorted(bad)}, expected {[f.name for f in fields(cls)]}")
     return cls(**kw)
 
-# %% ../nbs/32_timesteps.ipynb #9484dcf6
+# %% ../nbs/32_timesteps.ipynb #28438530
 def plot_timestep_density(sampler, n=2**14, seed=0, ax=None, bins=50):
     """Histogram of `n` fixed-seed draws of `sampler` with its density on top."""
     import matplotlib.pyplot as plt

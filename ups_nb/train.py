@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['TASKS', 'task_fn', 'run', 'main']
 
-# %% ../nbs/90_train.ipynb #9f60dc18
+# %% ../nbs/90_train.ipynb #04e60e42
 import sys
 from pathlib import Path
-if __name__ == '__main__' and not __package__:
+if __name__ == '__main__' and not __package__ and '__file__' in globals():
     # run as a file (`accelerate launch ups_nb/train.py`): the package folder must not shadow top-level modules,
     # and the package's own (relative) imports need the package context
     here = Path(__file__).resolve().parent

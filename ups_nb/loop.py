@@ -172,7 +172,10 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
     pbar = None
     if main and cfg.run.progress:
         from tqdm.auto import tqdm
-        pbar = tqdm(total=total, initial=step, desc=stage, dynamic_ncols=True, leave=False)
+        timed = bool(wall_clock) and wall_clock * 1000 < total  # a wall-clock budget ends the stage first: count seconds
+        pbar = tqdm(total=round(wall_clock) if timed else total, initial=round(seconds) if timed else step, desc=stage,
+                    unit='s' if timed else 'it', dynamic_ncols=True, leave=False)
+
     stop, t_start = None, time.time() - seconds
     while epoch < epochs and stop is None and step < total:
         ctx.epoch = epoch
@@ -200,7 +203,8 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
             if after_step is not None: after_step(model, ctx)
             if ema is not None: ema.update(model, step)
             seconds = time.time() - t_start
-            if pbar is not None: pbar.update(1); pbar.set_postfix(loss=f'{float(loss):.3e}')
+            if pbar is not None:
+                pbar.update(min(round(seconds), pbar.total) - pbar.n if timed else 1); pbar.set_postfix(loss=f'{float(loss.detach()):.3e}', step=step, refresh=False)
             if step % cfg.run.log_every == 0:  # the logged loss is the mean over all processes' batches
                 ev = dict(**_scalars({**comps, 'loss': acc.reduce(loss.detach(), 'mean')}), lr=cur_lr, grad_norm=float(gn), time=round(seconds, 3))
                 log.write(event='train', stage=stage, epoch=epoch, step=step, **ev, best=best if best < math.inf else None)

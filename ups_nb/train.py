@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TASKS', 'task_fn', 'run', 'main']
 
-# %% ../nbs/90_train.ipynb #04e60e42
+# %% ../nbs/90_train.ipynb #5684a0d4
 import sys
 from pathlib import Path
 if __name__ == '__main__' and not __package__ and '__file__' in globals():
@@ -13,7 +13,7 @@ if __name__ == '__main__' and not __package__ and '__file__' in globals():
     # and the package's own (relative) imports need the package context
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != here]
-    if str(here.parent) not in sys.path: sys.path.append(str(here.parent))
+    sys.path.insert(0, str(here.parent))  # this file's own package, not another installed copy
     import ups_nb; __package__ = 'ups_nb'
 
 # %% ../nbs/90_train.ipynb #41102414

@@ -25,9 +25,8 @@ from .runs import save_checkpoint, load_checkpoint
 # %% auto #0
 __all__ = ['SAMPLER_OBJECTIVES', 'NET_PRESETS', 'make_objective', 'make_timesteps', 'check_sampler', 'make_weighting',
            'noise_scale', 'GenNet', 'build_net', 't_bucket', 'GenStep', 'bucket_means', 'power_ema_class', 'AfterStep',
-           'sample', 'data_file', 'generate_fields', 'FieldData', 'field_data', 'Snapshots', 'FixedBatch',
-           'overfit_config', 'train_gen', 'first_items', 'mean_spectrum', 'spectrum_log_error', 'save_grid',
-           'save_spectra']
+           'sample', 'generate_fields', 'FieldData', 'field_data', 'Snapshots', 'FixedBatch', 'overfit_config',
+           'train_gen', 'first_items', 'mean_spectrum', 'spectrum_log_error', 'save_grid', 'save_spectra']
 
 # %% ../nbs/60_gen_step.ipynb #df1adb49
 def make_objective(gen):
@@ -260,10 +259,6 @@ def sample(model, cfg:Config, shape, cond=None, generator=None, steps:int=0, noi
     return x
 
 # %% ../nbs/60_gen_step.ipynb #f4467fa6
-def data_file(cfg:Config) -> Path:
-    "The HDF5 file a generative config trains on."
-    return Path(cfg.data.path) if cfg.data.path else Path('data')/f'{cfg.name}.h5'
-
 def generate_fields(cfg:Config, path, progress=False) -> Path:
     "Generate `data.dataset` (ns2d or mhd2d) trajectories with the package's solvers and write them in PDEBench layout."
     from ups_nb.formats import write_pdebench_2d
@@ -292,9 +287,9 @@ class FieldData:
 def field_data(cfg:Config, accelerator=None) -> FieldData:
     "Generate the field file if missing (main process), split it by trajectory, compute train-only statistics."
     from ups_nb.formats import open_fields
-    from ups_nb.data import split_trajectories, train_stats, Normalizer
+    from ups_nb.data import config_data_file, split_and_normalise
     from ups_nb.runs import RunError
-    path = data_file(cfg); main = accelerator is None or accelerator.is_main_process
+    path = config_data_file(cfg); main = accelerator is None or accelerator.is_main_process
     if not path.exists() and main:   # a missing file (data.path included, so configs can share one) is generated from the data section
         if path.suffix not in ('.h5', '.hdf5'): raise RunError(f'data.path {path} does not exist')
         print(f'generating {cfg.data.dataset} ({cfg.data.n_traj} trajectories, {cfg.data.nx}^2) into {path}')
@@ -302,10 +297,8 @@ def field_data(cfg:Config, accelerator=None) -> FieldData:
     if accelerator is not None: accelerator.wait_for_everyone()
     ff = open_fields(path)
     if ff.steady or len(ff.spatial) != 2: raise ConfigError(f'data.path {path}: the generative trainers need 2D trajectories')
-    splits = split_trajectories(ff.n_traj, tuple(cfg.data.splits), seed=cfg.data.split_seed)
-    if min(len(v) for v in splits.values()) < 1: raise ConfigError(f'data: {ff.n_traj} trajectories leave an empty split with data.splits={cfg.data.splits}')
-    st = train_stats(ff, splits['train'], cache=main)
-    return FieldData(path, splits, Normalizer.from_stats(st, 2), ff.n_channels, tuple(ff.spatial))
+    splits, norm = split_and_normalise(ff, cfg, cache=main)
+    return FieldData(path, splits, norm, ff.n_channels, tuple(ff.spatial))
 
 class Snapshots(Dataset):
     "Every frame of trajectories `idx` of a field file, normalised and area-averaged to `resolution`: items {'x': (C, R, R)}."

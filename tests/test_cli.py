@@ -29,7 +29,7 @@ def _one_line_error(r, contains):
     (['train.lrr=1'], "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
     (['train.lr=-1'], 'train.lr must be > 0'),
     (['latent.tokens=48'], 'latent.tokens=48 does not match'),
-    (['--stage', 'nope'], "stage: 'nope' is not one of"),
+    (['--stage', 'nope'], "stage 'nope' is not one of"),
     (['train.lr'], 'must look like key.sub=value'),
 ])
 def test_train_bad_input(args, contains, tmp_path):

@@ -4,18 +4,19 @@
 
 # %% ../nbs/00_config.ipynb #ab7301ca
 from __future__ import annotations
-import copy, dataclasses, difflib, hashlib, json, re, typing
+import contextlib, copy, dataclasses, difflib, hashlib, json, math, re, typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 import yaml
 
 # %% auto #0
-__all__ = ['CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'F', 'RunCfg', 'DataCfg', 'LatentCfg', 'EncoderCfg',
-           'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'GenCfg',
-           'EvalCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys', 'to_dict', 'from_dict',
-           'check_consistency', 'builtin_configs', 'deep_merge', 'find_config', 'load_yaml', 'resolve_refs',
-           'parse_override', 'load_config', 'dump_config', 'config_hash']
+__all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'F', 'RunCfg',
+           'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'TrainCfg', 'StageCfg',
+           'OperatorStageCfg', 'StagesCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys',
+           'to_dict', 'from_dict', 'generated_frames', 'check_frames', 'check_consistency', 'builtin_configs',
+           'deep_merge', 'find_config', 'load_yaml', 'resolve_refs', 'parse_override', 'load_config', 'dump_config',
+           'hashed_part', 'config_hash']
 
 # %% ../nbs/00_config.ipynb #a4dedf34
 class ConfigError(ValueError):
@@ -45,19 +46,19 @@ class DataCfg:
     "Which data, how it is split, sliced and batched."
     dataset: Literal['burgers1d', 'ns2d', 'mhd2d', 'darcy2d'] = F('burgers1d', 'which generator makes the data when `path` does not exist')
     path: str = F('', "HDF5 file (PDEBench or The Well layout); '' means data/<config name>.h5, generated on first use")
-    n_traj: int = F(64, 'trajectories to generate', ge=3)
-    nx: int = F(1024, 'grid points per axis of the generated data', ge=8)
+    n_traj: int = F(64, 'trajectories to generate', ge=3, le=10**6)
+    nx: int = F(1024, 'grid points per axis of the generated data', ge=8, le=2**16)
     t_end: float = F(2.0, 'final time of the generated trajectories', gt=0)
     dt_out: float = F(0.01, 'time between saved frames', gt=0)
     nu: list[float] = F([0.01], 'viscosities (one generated set per value)')
-    x_down: int = F(4, 'spatial downsampling factor (PDEBench protocol: 1024 -> 256 is 4)', ge=1)
-    t_down: int = F(5, 'temporal downsampling factor (PDEBench protocol: 201 -> 41 frames is 5)', ge=1)
-    initial_step: int = F(1, 'input frames given to the model (PDEBench initial_step)', ge=1)
-    time_stride: int = F(1, 'frames between input and target of a one-step pair', ge=1)
+    x_down: int = F(4, 'spatial downsampling factor (PDEBench protocol: 1024 -> 256 is 4)', ge=1, le=2**16)
+    t_down: int = F(5, 'temporal downsampling factor (PDEBench protocol: 201 -> 41 frames is 5)', ge=1, le=10**6)
+    initial_step: int = F(1, 'input frames given to the model (PDEBench initial_step)', ge=1, le=10**4)
+    time_stride: int = F(1, 'frames between input and target of a one-step pair', ge=1, le=10**6)
     splits: list[float] = F([0.8, 0.1, 0.1], 'train/val/test fractions, split by trajectory')
     split_seed: int = F(0, 'seed of the trajectory split')
-    batch_size: int = F(16, 'per-process batch size', ge=1)
-    num_workers: int = F(0, 'DataLoader worker processes', ge=0)
+    batch_size: int = F(16, 'per-process batch size', ge=1, le=2**20)
+    num_workers: int = F(0, 'DataLoader worker processes', ge=0, le=256)
     pin_memory: bool = F(False, 'pin host memory for faster GPU copies')
     temperature: float = F(0.7, 'mixture sampling: dataset probability proportional to size**temperature', ge=0, le=1)
     sr_factor: int = F(4, 'super-resolution factor (low-res = high-res / factor)', ge=1)
@@ -66,22 +67,22 @@ class DataCfg:
 @dataclass
 class LatentCfg:
     "The latent token space."
-    dim: int = F(32, 'latent channels per token', ge=1)
-    tokens: int = F(32, 'latent tokens per sample; must equal grid points / encoder.patch for the grid encoder', ge=1)
+    dim: int = F(32, 'latent channels per token', ge=1, le=2**14)
+    tokens: int = F(32, 'latent tokens per sample; must equal grid points / encoder.patch for the grid encoder', ge=1, le=2**24)
 
 @dataclass
 class EncoderCfg:
     kind: Literal['grid', 'point'] = F('grid', 'grid: patchify + conv stem; point: UPT supernodes + perceiver pooling')
-    patch: int = F(8, 'patch size per axis (grid encoder)', ge=1)
-    hidden: int = F(64, 'hidden width', ge=1)
+    patch: int = F(8, 'patch size per axis (grid encoder)', ge=1, le=2**12)
+    hidden: int = F(64, 'hidden width', ge=1, le=2**16)
     n_supernodes: int = F(64, 'supernodes (point encoder)', ge=1)
 
 @dataclass
 class DecoderCfg:
     n_freqs: int = F(8, 'Fourier frequencies per coordinate of the query points', ge=1)
-    hidden: int = F(64, 'hidden width', ge=1)
-    heads: int = F(4, 'cross-attention heads', ge=1)
-    depth: int = F(2, 'cross-attention blocks', ge=1)
+    hidden: int = F(64, 'hidden width', ge=1, le=2**16)
+    heads: int = F(4, 'cross-attention heads', ge=1, le=1024)
+    depth: int = F(2, 'cross-attention blocks', ge=1, le=1024)
     local: bool = F(True, 'add the tokens interpolated at each query point to its embedding (a local path beside the cross-attention)')
 
 @dataclass
@@ -89,10 +90,10 @@ class OperatorCfg:
     "The PDE-Transformer latent operator."
     preset: str = F('tiny', 'size preset: tiny, tiny2d, S, B, L')
     input_dim: int = F(0, 'token dimension the backbone takes (0: latent.dim; otherwise must equal it)', ge=0)
-    hidden: int = F(0, 'backbone width (0: from preset)', ge=0)
+    hidden: int = F(0, 'backbone width (0: from preset)', ge=0, le=2**16)
     depths: list[int] = F([], 'blocks per U-stage (empty: from preset)')
-    heads: int = F(0, 'attention heads (0: from preset)', ge=0)
-    window: int = F(0, 'attention window in tokens per axis (0: from preset)', ge=0)
+    heads: int = F(0, 'attention heads (0: from preset)', ge=0, le=1024)
+    window: int = F(0, 'attention window in tokens per axis (0: from preset)', ge=0, le=2**16)
     drop_path: float = F(0.0, 'stochastic depth rate', ge=0, lt=1)
     grad_ckpt: bool = F(False, 'activation checkpointing')
     channel_separated: bool = F(False, 'channel-separated tokens: the token dimension is split into operator.channels groups that share weights')
@@ -102,9 +103,9 @@ class OperatorCfg:
 @dataclass
 class FNOCfg:
     "The FNO baseline (PDEBench's configuration by default)."
-    modes: int = F(12, 'Fourier modes per axis', ge=1)
-    width: int = F(20, 'channel width', ge=1)
-    layers: int = F(4, 'Fourier layers', ge=1)
+    modes: int = F(12, 'Fourier modes per axis', ge=1, le=2**15)
+    width: int = F(20, 'channel width', ge=1, le=2**16)
+    layers: int = F(4, 'Fourier layers', ge=1, le=1024)
     padding: int = F(0, 'zero-padding of the domain before the FFT (0 for periodic data, as PDEBench FNO1d; 2 for non-periodic)', ge=0)
 
 @dataclass
@@ -118,7 +119,7 @@ class TrainCfg:
     betas: list[float] = F([0.9, 0.999], 'AdamW betas')
     weight_decay: float = F(0.0, 'AdamW weight decay', ge=0)
     grad_clip: float = F(1.0, 'clip the global gradient norm (0: off; the pre-clip norm is logged either way)', ge=0)
-    accum_steps: int = F(1, 'gradient accumulation steps', ge=1)
+    accum_steps: int = F(1, 'gradient accumulation steps', ge=1, le=2**16)
     mixed_precision: Literal['no', 'bf16', 'fp16'] = F('no', 'autocast precision')
     ema_decay: float = F(0.0, 'EMA decay (0: no EMA)', ge=0, lt=1)
     ema_start_step: int = F(0, 'EMA delayed start: copy the model in at this step (hack 2)', ge=0)
@@ -127,6 +128,7 @@ class TrainCfg:
     target_loss: float = F(0.0, 'stop once the validation loss reaches this (0: off)', ge=0)
     compile: bool = F(False, 'torch.compile the model')
     wall_clock: float = F(0.0, 'stop a stage after this many seconds (0: no limit)', ge=0)
+    nonfinite_skips: int = F(3, 'optimizer steps with a non-finite loss or gradient that are skipped (not applied) before the stage stops with an error', ge=0)
 
 @dataclass
 class StageCfg:
@@ -209,7 +211,7 @@ class EvalCfg:
     "Physical-space evaluation."
     rollout_steps: int = F(0, 'autoregressive rollout length (0: the whole test trajectory)', ge=0)
     corr_threshold: float = F(0.8, 'correlation horizon: first step where correlation drops below this', gt=0, le=1)
-    baselines: list[str] = F(['persistence', 'fno'], 'baselines evaluated side by side')
+    baselines: list[Literal['persistence', 'fno']] = F(['persistence', 'fno'], 'baselines evaluated side by side')
     batch_size: int = F(32, 'evaluation batch size', ge=1)
 
 @dataclass
@@ -218,7 +220,7 @@ class Config:
     name: str = F('run', 'config name (used in the run folder name)')
     task: Literal['pipeline', 'sr_flow', 'edm', 'ddpm'] = F('pipeline', 'which trainer runs')
     stage: str = F('all', 'pipeline stage(s): autoencoder, operator, fno, eval, all')
-    seed: int = F(0, 'global seed')
+    seed: int = F(0, 'global seed', ge=0, lt=2**32)
     run: RunCfg = F(RunCfg())
     data: DataCfg = F(DataCfg())
     latent: LatentCfg = F(LatentCfg())
@@ -247,7 +249,7 @@ def schema_keys(cls=Config, prefix=''):
 # %% ../nbs/00_config.ipynb #67bd773e
 def _type_name(tp):
     if get_origin(tp) is Literal: return ' | '.join(repr(a) for a in get_args(tp))
-    if get_origin(tp) is list: return f'list[{get_args(tp)[0].__name__}]'
+    if get_origin(tp) is list: return f'list[{_type_name(get_args(tp)[0])}]'
     return tp.__name__
 
 def _range_str(md):
@@ -266,6 +268,7 @@ def schema_table(cls=Config):
 
 # %% ../nbs/00_config.ipynb #27826a38
 _NUM = re.compile(r'^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$')
+INT_LIMIT = 2**63 - 1   # torch and numpy take int64; larger integers are never meant
 
 def _coerce(key, tp, v):
     "Check `v` against the declared type `tp` of `key`; return it (converted where lossless) or raise `ConfigError`."
@@ -280,16 +283,19 @@ def _coerce(key, tp, v):
         if isinstance(v, bool): return v
         raise bad('true or false')
     if tp is int:
-        if isinstance(v, int) and not isinstance(v, bool): return v
-        if isinstance(v, float) and v.is_integer(): return int(v)
-        raise bad('an integer')
+        if isinstance(v, float) and v.is_integer(): v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool): raise bad('an integer')
+        if abs(v) > INT_LIMIT: raise bad(f'an integer of magnitude at most {INT_LIMIT}')
+        return v
     if tp is float:
-        if isinstance(v, (int, float)) and not isinstance(v, bool): return float(v)
-        if isinstance(v, str) and _NUM.match(v.strip()): return float(v)
-        raise bad('a number')
+        if isinstance(v, str) and _NUM.match(v.strip()): v = float(v)
+        if not isinstance(v, (int, float)) or isinstance(v, bool): raise bad('a number')
+        if isinstance(v, int) and abs(v) > 1e300 or not math.isfinite(v): raise bad('a finite number')
+        return float(v)
     if tp is str:
-        if isinstance(v, str): return v
-        raise bad('a string')
+        if not isinstance(v, str): raise bad('a string')
+        if '\x00' in v: raise bad('a string without NUL bytes')
+        return v
     raise TypeError(f'unsupported schema type for {key}: {tp}')
 
 def _check_range(key, v, md):
@@ -367,8 +373,30 @@ def from_dict(d, check=True):
     return cfg
 
 # %% ../nbs/00_config.ipynb #9020693e
+NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]{0,99}')
+STAGES_OF = {'pipeline': ('all', 'autoencoder', 'operator', 'fno', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
+
+def generated_frames(d) -> int:
+    "Frames of the file the data section generates: t_end/dt_out steps plus the initial frame."
+    return round(d.t_end / d.dt_out) + 1
+
+def check_frames(d, horizon:int, n_frames:int, what:str):
+    "`ConfigError` naming the keys unless `n_frames` frames hold `data.initial_step` inputs and `horizon` targets after `data.t_down` and `data.time_stride`."
+    avail, need = len(range(0, n_frames, d.t_down)), (d.initial_step + horizon - 1) * d.time_stride + 1
+    if need > avail:
+        raise ConfigError(f'config: data.initial_step={d.initial_step} inputs + {horizon} target(s) at data.time_stride={d.time_stride} need {need} frames '
+                          f'after data.t_down={d.t_down}, but {what} has {avail} ({n_frames} before data.t_down)')
+
 def check_consistency(cfg):
     "Raise `ConfigError` where keys disagree with each other."
+    for key, v in (('name', cfg.name), ('run.name', cfg.run.name)):
+        if v and not NAME_RE.fullmatch(v):
+            raise ConfigError(f'config: {key}={v!r} must be a file-name part: letters, digits and . _ + - (at most 100, not starting with . or -)')
+    if cfg.stage not in STAGES_OF[cfg.task]:
+        raise ConfigError(f"config: stage {cfg.stage!r} is not one of {', '.join(STAGES_OF[cfg.task])} (task {cfg.task})")
+    d = cfg.data
+    if abs(d.t_end / d.dt_out - round(d.t_end / d.dt_out)) > 1e-6: raise ConfigError(f'config: data.dt_out={d.dt_out} does not divide data.t_end={d.t_end}')
+    if generated_frames(d) > 10**6: raise ConfigError(f'config: data.t_end / data.dt_out = {d.t_end / d.dt_out:.3g} frames is too many (at most 10**6)')
     if cfg.operator.input_dim and cfg.operator.input_dim != cfg.latent.dim:
         raise ConfigError(f'config: operator.input_dim={cfg.operator.input_dim} does not match latent.dim={cfg.latent.dim}')
     if abs(sum(cfg.data.splits) - 1) > 1e-6 or len(cfg.data.splits) != 3 or min(cfg.data.splits) < 0:
@@ -379,10 +407,14 @@ def check_consistency(cfg):
         raise ConfigError(f'config: train.betas must be two numbers in [0, 1), got {cfg.train.betas}')
     if cfg.train.min_lr > cfg.train.lr: raise ConfigError(f'config: train.min_lr={cfg.train.min_lr} exceeds train.lr={cfg.train.lr}')
     op = cfg.stages.operator
+    if not op.rollout_horizons: raise ConfigError('config: stages.operator.rollout_horizons must list at least one horizon')
     if len(op.rollout_horizons) != len(op.horizon_epochs):
         raise ConfigError(f'config: stages.operator.rollout_horizons has {len(op.rollout_horizons)} entries but stages.operator.horizon_epochs has {len(op.horizon_epochs)}')
     if any(h < 1 for h in op.rollout_horizons): raise ConfigError(f'config: stages.operator.rollout_horizons must be >= 1, got {op.rollout_horizons}')
     if op.horizon_epochs != sorted(op.horizon_epochs): raise ConfigError(f'config: stages.operator.horizon_epochs must be increasing, got {op.horizon_epochs}')
+    if cfg.task == 'pipeline' and not d.path: check_frames(d, max(op.rollout_horizons), generated_frames(d), 'the generated data')
+    if not d.path and min(d.n_traj - round(d.n_traj * d.splits[1]) - round(d.n_traj * d.splits[2]), *(round(d.n_traj * s) for s in d.splits[1:])) < 1:
+        raise ConfigError(f'config: data.n_traj={d.n_traj} trajectories leave an empty split with data.splits={d.splits}')
     if cfg.encoder.kind == 'grid' and cfg.task == 'pipeline':
         grid = -(-cfg.data.nx // cfg.data.x_down)
         if grid % cfg.encoder.patch: raise ConfigError(f'config: encoder.patch={cfg.encoder.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
@@ -412,14 +444,15 @@ def deep_merge(base, over):
     return out
 
 def _read_yaml(path):
-    try: d = yaml.safe_load(Path(path).read_text())
+    try: d = yaml.safe_load(Path(path).read_bytes().decode('utf-8'))
+    except UnicodeDecodeError as e: raise ConfigError(f'config: {path} is not UTF-8 text (byte {e.start}); save it as UTF-8') from None
     except yaml.YAMLError as e:
         m = getattr(e, 'problem_mark', None)
         where = f' line {m.line + 1}' if m else ''
         raise ConfigError(f'config: cannot parse {path}:{where}: {getattr(e, "problem", None) or e}') from None
     except OSError as e: raise ConfigError(f'config: cannot read {path}: {e.strerror}') from None
-    if d is None: return {}
-    if not isinstance(d, dict): raise ConfigError(f'config: {path} must hold a mapping at the top level, got {type(d).__name__}')
+    if not isinstance(d, dict) and d is not None: raise ConfigError(f'config: {path} must hold a mapping at the top level, got {type(d).__name__}')
+    if not d: raise ConfigError(f'config: {path} holds no settings (an empty file would run the schema defaults)')
     return d
 
 def find_config(name_or_path, base_dir=None):
@@ -445,6 +478,7 @@ def load_yaml(name_or_path, base_dir=None, _chain=()):
     if isinstance(inc, str): inc = [inc]
     if not isinstance(inc, list) or not all(isinstance(i, str) for i in inc):
         raise ConfigError(f'config: include in {path} must be a path or a list of paths, got {inc!r}')
+    check_keys(_flatten(d), where=f'config {path}')
     merged = {}
     for i in inc: merged = deep_merge(merged, load_yaml(i, path.parent, (*_chain, path)))
     return deep_merge(merged, d)
@@ -512,10 +546,14 @@ def dump_config(cfg):
 
 NOT_HASHED = ('stage', 'run.out_dir', 'run.progress', 'run.log_every', 'run.ckpt_every', 'run.wandb', 'run.tensorboard')
 
-def config_hash(cfg, n=10):
-    "Short hash of the resolved config (seed included, keys in `NOT_HASHED` excluded): the run id."
-    d = to_dict(cfg)
+def hashed_part(d:dict) -> dict:
+    "A copy of the config mapping `d` without the keys in `NOT_HASHED`: what makes two runs the same run."
+    d = copy.deepcopy(d)
     for k in NOT_HASHED:
         *head, leaf = k.split('.')
-        _get(d, '.'.join(head)).pop(leaf) if head else d.pop(leaf)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:n]
+        with contextlib.suppress(KeyError): (_get(d, '.'.join(head)) if head else d).pop(leaf)
+    return d
+
+def config_hash(cfg, n=10):
+    "Short hash of the resolved config (seed included, keys in `NOT_HASHED` excluded): the run id."
+    return hashlib.sha256(json.dumps(hashed_part(to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:n]

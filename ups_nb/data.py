@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['GENERATION_KEYS', 'GENERATORS', 'LAYOUT_NAMES', 'DEFAULTS', 'split_trajectories', 'channel_stats', 'stats_path',
-           'train_stats', 'Normalizer', 'config_data_file', 'split_and_normalise', 'area_downsample',
-           'spectral_downsample', 'downsample', 'downsample_coord', 'RolloutWindows', 'OneStepPairs', 'SuperResPairs',
-           'SteadyPairs', 'MixtureDataset', 'MixtureSampler', 'default_name', 'generate', 'describe', 'main']
+           'file_identity', 'train_stats', 'Normalizer', 'config_data_file', 'split_and_normalise', 'shared_split',
+           'ensure_data_file', 'area_downsample', 'spectral_downsample', 'downsample', 'downsample_coord',
+           'RolloutWindows', 'OneStepPairs', 'SuperResPairs', 'SteadyPairs', 'MixtureDataset', 'MixtureSampler',
+           'default_name', 'generate', 'describe', 'main']
 
 # %% ../nbs/15_data.ipynb #6ee6e0f7
 import hashlib, json, os, tempfile, warnings
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 from .formats import FieldFile, FormatError, open_fields
-from .runs import atomic_write
+from .runs import atomic_write, file_lock, to_json
 from .config import ConfigError
 
 # %% ../nbs/15_data.ipynb #fb5d97af
@@ -39,15 +40,18 @@ def _merge_moments(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     delta = mean_b - mean_a
     return n, mean_a + delta * n_b / n, m2_a + m2_b + delta**2 * n_a * n_b / n
 
-def channel_stats(ff, idx):
-    "Per-channel mean and std (population) of `ff` over trajectories `idx`, one trajectory in memory at a time."
+def channel_stats(ff, idx, validate=False):
+    "Per-channel mean and std (population) of `ff` over trajectories `idx`, one trajectory in memory at a time; with `validate`, the same pass checks every trajectory of the file and hashes what it read."
     idx = np.asarray(idx, dtype=np.int64)
     if idx.size == 0: raise ValueError("idx: no trajectories to compute statistics on")
-    n, mean, m2 = 0, np.zeros(ff.n_channels), np.zeros(ff.n_channels)
-    for i in idx:
-        a = np.moveaxis(ff.read(int(i)), 1, 0).reshape(ff.n_channels, -1).astype(np.float64)
+    n, mean, m2, sha, use = 0, np.zeros(ff.n_channels), np.zeros(ff.n_channels), hashlib.sha256(), set(idx.tolist())
+    for i in (range(ff.n_traj) if validate else idx):
+        a = ff.check_trajectory(int(i)) if validate else ff.read(int(i))
+        sha.update(a.tobytes())
+        if int(i) not in use: continue
+        a = np.moveaxis(a, 1, 0).reshape(ff.n_channels, -1).astype(np.float64)
         n, mean, m2 = _merge_moments(n, mean, m2, a.shape[1], a.mean(1), ((a - a.mean(1, keepdims=True))**2).sum(1))
-    return dict(fields=list(ff.fields), mean=mean.tolist(), std=np.sqrt(m2 / n).tolist(), n_traj=int(idx.size))
+    return dict(fields=list(ff.fields), mean=mean.tolist(), std=np.sqrt(m2 / n).tolist(), n_traj=int(idx.size), sha256=sha.hexdigest())
 
 # %% ../nbs/15_data.ipynb #2db4d92d
 def stats_path(path):
@@ -57,15 +61,28 @@ def stats_path(path):
 def _idx_key(idx):
     return 'train-' + hashlib.sha1(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:12]
 
-def train_stats(ff, train_idx, cache=True):
-    "Channel statistics of the train split, loaded from `<file>.stats.json` when present, else computed and saved."
+def file_identity(path) -> dict:
+    "Size and modification time (ns) of a file: a file changed in place changes one of them."
+    s = Path(path).stat()
+    return dict(size=s.st_size, mtime_ns=s.st_mtime_ns)
+
+def _cache_of(sp, ident):
+    "The entries of statistics cache `sp` if it belongs to the file as it is now, else {}."
+    try: c = json.loads(sp.read_text())
+    except (OSError, ValueError): return {}
+    ok = isinstance(c, dict) and isinstance(c.get('file'), dict) and all(c['file'].get(k) == v for k, v in ident.items())
+    return c if ok else {}
+
+def train_stats(ff, train_idx, cache=True, write=True):
+    "Channel statistics of the train split: from `<file>.stats.json` when it belongs to the file as it is now, else from one validating pass over the whole file (saved when `write`)."
     ff = ff if isinstance(ff, FieldFile) else open_fields(ff)
-    sp, key = stats_path(ff.path), _idx_key(np.sort(train_idx))
-    cached = json.loads(sp.read_text()) if cache and sp.exists() else {}
+    sp, key, ident = stats_path(ff.path), _idx_key(np.sort(train_idx)), file_identity(ff.path)
+    cached = _cache_of(sp, ident) if cache else {}
     if key in cached and cached[key].get('fields') == list(ff.fields): return cached[key]
-    st = channel_stats(ff, np.sort(train_idx))
-    if cache:
-        try: atomic_write(sp, json.dumps({**cached, key: st}, indent=1))
+    st = channel_stats(ff, np.sort(train_idx), validate=True)
+    if cached.get('file', {}).get('sha256') != st['sha256']: cached = {}     # same size and time, other content
+    if cache and write:
+        try: atomic_write(sp, to_json({**cached, 'file': {**ident, 'sha256': st['sha256']}, key: st}, indent=1))
         except OSError as e: warnings.warn(f"{sp}: could not save statistics ({e})")
     return st
 
@@ -97,12 +114,30 @@ def config_data_file(cfg) -> Path:
     gen = json.dumps({k: getattr(cfg.data, k) for k in GENERATION_KEYS} | {'seed': cfg.seed}, sort_keys=True)
     return Path('data')/f'{cfg.name}-{hashlib.sha256(gen.encode()).hexdigest()[:8]}.h5'
 
-def split_and_normalise(ff, cfg, cache=True):
+def split_and_normalise(ff, cfg, cache=True, write=True):
     "The trajectory split of `cfg.data` and the train-only `Normalizer` of field file `ff`."
     splits = split_trajectories(ff.n_traj, tuple(cfg.data.splits), seed=cfg.data.split_seed)
     if min(len(v) for v in splits.values()) < 1:
         raise ConfigError(f'data: {ff.n_traj} trajectories in {Path(ff.path).name} leave an empty split with data.splits={cfg.data.splits}')
-    return splits, Normalizer.from_stats(train_stats(ff, splits['train'], cache=cache), len(ff.spatial))
+    return splits, Normalizer.from_stats(train_stats(ff, splits['train'], cache=cache, write=write), len(ff.spatial))
+
+def shared_split(ff, cfg, accelerator=None):
+    "`split_and_normalise` for every process of a run: the main process validates the file and caches its statistics, the others then read them."
+    main = accelerator is None or accelerator.is_main_process
+    out = split_and_normalise(ff, cfg) if main else None
+    if accelerator is not None: accelerator.wait_for_everyone()
+    return out or split_and_normalise(ff, cfg, write=False)
+
+def ensure_data_file(path, make, accelerator=None) -> Path:
+    "Make data file `path` with `make(path)` unless it exists: on the main process, under a lock beside the file, so runs that need the same file wait for one writer instead of failing."
+    path, main = Path(path), accelerator is None or accelerator.is_main_process
+    if main and not path.exists():
+        with file_lock(path.parent/f'.{path.name}.lock', waiting_message=f'waiting for another process writing {path}'):
+            if not path.exists():
+                for stale in path.parent.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)   # a killed writer's
+                make(path)
+    if accelerator is not None: accelerator.wait_for_everyone()
+    return path
 
 # %% ../nbs/15_data.ipynb #5a5f4081
 def area_downsample(u, k, n_spatial):
@@ -278,7 +313,8 @@ class MixtureSampler(Sampler):
 import sys
 from pathlib import Path
 import numpy as np
-from fastcore.script import call_parse, Param
+from fastcore.script import Param
+from .runs import exit_on_user_error, script
 from .formats import write_pdebench_1d, write_pdebench_2d, write_pdebench_darcy, write_the_well
 
 # %% ../nbs/15_data.ipynb #991e7e42
@@ -291,12 +327,12 @@ def default_name(dataset, layout, n, nx, seed, nu=None, beta=None):
     return f"{dataset}_{tag}_nx{nx}_n{n}_s{seed}{'_well' if layout == 'the_well' else ''}.h5"
 
 def _check(dataset, layout, n, nx, seed):
-    if dataset not in GENERATORS: raise ValueError(f"dataset: {dataset!r} is not one of {', '.join(GENERATORS)}")
-    if layout not in LAYOUT_NAMES: raise ValueError(f"layout: {layout!r} is not one of {', '.join(LAYOUT_NAMES)}")
-    if dataset == 'darcy' and layout == 'the_well': raise ValueError("layout: the_well holds time series; darcy is steady, use --layout pdebench")
-    if n is not None and n < 1: raise ValueError(f"n: {n} trajectories, need at least 1")
-    if nx is not None and nx < 4: raise ValueError(f"nx: {nx} grid points, need at least 4")
-    if seed < 0: raise ValueError(f"seed: {seed} must be non-negative")
+    if dataset not in GENERATORS: raise ConfigError(f"dataset: {dataset!r} is not one of {', '.join(GENERATORS)}")
+    if layout not in LAYOUT_NAMES: raise ConfigError(f"layout: {layout!r} is not one of {', '.join(LAYOUT_NAMES)}")
+    if dataset == 'darcy' and layout == 'the_well': raise ConfigError("layout: the_well holds time series; darcy is steady, use --layout pdebench")
+    if n is not None and n < 1: raise ConfigError(f"n: {n} trajectories, need at least 1")
+    if nx is not None and nx < 4: raise ConfigError(f"nx: {nx} grid points, need at least 4")
+    if not 0 <= seed < 2**32: raise ConfigError(f"seed: {seed} must lie in [0, 2**32)")
 
 DEFAULTS = dict(burgers=dict(n=32, nx=1024, nu=0.01, t_end=2.0, dt_out=0.01),
                 ns=dict(n=16, nx=64, nu=1e-3, t_end=5.0, dt_out=0.05),
@@ -339,7 +375,7 @@ def describe(path):
         return f"wrote {path} ({ff.layout}): {ff.n_traj} trajectories × {ff.n_t} frames × channels {ff.fields} × {ff.spatial}, shape {shape}, {Path(path).stat().st_size / 2**20:.1f} MiB"
 
 # %% ../nbs/15_data.ipynb #aa9512e1
-@call_parse
+@script
 def main(dataset: Param("burgers | ns | mhd | darcy", str),
          out: Param("output folder", str) = 'data',
          n: Param("number of trajectories (samples); default 32 for burgers, 16 for ns and darcy", int) = None,
@@ -352,10 +388,10 @@ def main(dataset: Param("burgers | ns | mhd | darcy", str),
          layout: Param("pdebench | the_well", str) = 'pdebench',
          name: Param("file name inside OUT; default records dataset, parameters, n and seed", str) = None):
     "Generate a PDE dataset with a verified solver and write it as PDEBench or The Well HDF5."
-    try:
+    with exit_on_user_error():
         path = generate(dataset, out, n, seed, nx, nu, beta, t_end, dt_out, layout, name, progress=True)
-    except (ValueError, FileExistsError) as e:        # FormatError is a ValueError
-        print(f"ups_data: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(describe(path))
-    return path
+        print(describe(path))
+        return path
+
+# %% ../nbs/15_data.ipynb #58a2f4d0
+if __name__ == '__main__' and '__file__' in globals(): main()   # python -m ups_nb.data

@@ -4,6 +4,7 @@
 
 # %% ../nbs/63_ddpm_trainer.ipynb #4af8eb7c
 from __future__ import annotations
+import zipfile
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from .config import Config, ConfigError
 from .runs import save_checkpoint, load_checkpoint
+from .formats import MAX_ABS, FormatError
 from .edm_trainer import run_unconditional, snapshot_data
 
 # %% auto #0
@@ -24,9 +26,13 @@ def _to_nchw(a, where):
     a = np.asarray(a)
     if a.ndim == 3: a = a[:, None]
     elif a.ndim == 4 and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4): a = a.transpose(0, 3, 1, 2)
-    elif a.ndim != 4: raise ValueError(f'{where}: expected images (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {a.shape}')
+    elif a.ndim != 4: raise FormatError(where, f'expected images (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {a.shape}')
+    if not (np.issubdtype(a.dtype, np.number) and not np.issubdtype(a.dtype, np.complexfloating)): raise FormatError(where, f'holds {a.dtype} values, expected real numbers')
     if a.dtype == np.uint8: a = a.astype(np.float32) / 255
-    return a.astype(np.float32)
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all(): raise FormatError(where, f'has NaN/Inf in image {int(np.argmin(np.isfinite(a).reshape(len(a), -1).all(1)))}')
+    if np.abs(a).max(initial=0) > MAX_ABS: raise FormatError(where, f'has values up to {np.abs(a).max():.3g}; beyond {MAX_ABS:.2g} their squares overflow float32')
+    return a
 
 def read_images(path):
     "Images of a PNG folder (matplotlib.image.imread, sorted by name) or an .npz file (key 'images' or its only array) as float (N, C, H, W)."
@@ -34,20 +40,28 @@ def read_images(path):
     if p.is_dir():
         from matplotlib.image import imread
         files = sorted(p.glob('*.png'))
-        if not files: raise ValueError(f'data.path {p}: no .png files in the folder')
-        ims = [imread(f) for f in files]
+        if not files: raise FormatError(p, 'holds no .png files')
+        ims = []
+        for f in files:
+            try: ims.append(imread(f))
+            except (OSError, ValueError, SyntaxError) as e: raise FormatError(f, f'is not a readable PNG ({" ".join(str(e).split())[:80]})') from None
         ims = [im[..., None] if im.ndim == 2 else im for im in ims]
         if len({im.shape for im in ims}) > 1:   # mixed sizes: centre-crop and resize all to the smallest side
             s = min(min(im.shape[:2]) for im in ims)
             ims = [_square(torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)))[None].float(), s)[0].numpy().transpose(1, 2, 0) for im in ims]
         return _to_nchw(np.stack(ims), p)
     if p.suffix == '.npz':
-        with np.load(p) as z:
-            keys = list(z.files)
-            if 'images' in keys: return _to_nchw(z['images'], p)
-            if len(keys) != 1: raise ValueError(f"data.path {p}: no 'images' key and {len(keys)} arrays ({keys[:5]}); name one 'images'")
-            return _to_nchw(z[keys[0]], p)
-    raise ValueError(f'data.path {p}: expected a folder of PNG images, an .npz file or an .h5 field file')
+        try:
+            with np.load(p) as z:
+                keys = list(z.files)
+                if 'images' not in keys and len(keys) != 1: raise FormatError(p, f"has no 'images' key and {len(keys)} arrays ({keys[:5]}); name one 'images'")
+                a = z['images' if 'images' in keys else keys[0]]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:   # not a zip, a torn one, or pickled objects (never loaded)
+            if isinstance(e, FormatError): raise
+            raise FormatError(p, f'is not a readable .npz file ({" ".join(str(e).split())[:80]})') from None
+        return _to_nchw(a, p)
+    if not p.exists(): raise FormatError(p, 'file not found')
+    raise FormatError(p, 'is not a folder of PNG images, an .npz file or an .h5 field file')
 
 def _square(x, size):
     "Centre-crop (N, C, H, W) to a square and resize it to `size` (area when shrinking, bilinear when growing)."
@@ -62,7 +76,7 @@ def prepare_images(a, resolution:int, channels:int):
     if x.shape[1] == 4: x = x[:, :3]                               # drop alpha
     if channels == 1 and x.shape[1] == 3: x = x.mean(1, keepdim=True)
     elif channels == 3 and x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
-    elif x.shape[1] != channels: raise ValueError(f'gen.channels={channels}: the images have {x.shape[1]} channels')
+    elif x.shape[1] != channels: raise ConfigError(f'config: gen.channels={channels}, but the images have {x.shape[1]} channels')
     x = _square(x, resolution)
     if x.min() >= 0 and x.max() <= 1: return x * 2 - 1
     return (x - x.mean()) / x.std().clamp_min(1e-12)

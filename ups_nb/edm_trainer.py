@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import torch
 from .config import Config, ConfigError
-from .runs import start_run, seed_everything, atomic_write
+from .runs import start_run, seed_everything, atomic_write, finished_result, to_json
 from .loop import make_accelerator
 from .gen_step import GenStep, build_net, field_data, train_gen, first_items, sample, save_grid, save_spectra, spectrum_log_error, Snapshots
 
@@ -32,6 +32,9 @@ def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None)
     if cfg.gen.objective not in need: raise ConfigError(f'config: task={cfg.task} needs gen.objective in {need}, got {cfg.gen.objective!r}')
     acc = make_accelerator(cfg)
     run_dir = start_run(cfg, acc.is_main_process, acc.device, acc.num_processes); acc.wait_for_everyone()
+    if (done := finished_result(run_dir)) is not None:
+        if acc.is_main_process: print(f"run folder: {run_dir} is finished; its evaluation: {run_dir/'eval.json'}")
+        return done
     seed_everything(cfg.seed)
     train, val, C, desc = data_fn(cfg, acc)
     say = print if acc.is_main_process else (lambda *a, **k: None)
@@ -49,7 +52,7 @@ def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None)
         x, stats = sample_report(res.model, cfg, real, run_dir, 'final', seed=cfg.seed)
         ev = dict(steps=res.steps, seconds=res.seconds, best_val=res.best, val_profile=step.val_profile(res.model, vb)['profile'], samples=stats)
         if evaluate is not None: ev.update(evaluate(res.model, cfg, x, train, val, run_dir))
-        atomic_write(run_dir/'eval.json', json.dumps(ev, indent=1))
+        atomic_write(run_dir/'eval.json', to_json(ev, indent=1))
         say(json.dumps({k: v for k, v in ev.items() if k != 'val_profile'}, indent=1))
         say(f'artifacts: {run_dir} (log.jsonl, eval.json, grid_final.png, spectra_final.png/.npz, samples/)')
     acc.wait_for_everyone()

@@ -287,17 +287,17 @@ class FieldData:
 def field_data(cfg:Config, accelerator=None) -> FieldData:
     "Generate the field file if missing (main process), split it by trajectory, compute train-only statistics."
     from ups_nb.formats import open_fields
-    from ups_nb.data import config_data_file, split_and_normalise
+    from ups_nb.data import config_data_file, ensure_data_file, shared_split
     from ups_nb.runs import RunError
-    path = config_data_file(cfg); main = accelerator is None or accelerator.is_main_process
-    if not path.exists() and main:   # a missing file (data.path included, so configs can share one) is generated from the data section
-        if path.suffix not in ('.h5', '.hdf5'): raise RunError(f'data.path {path} does not exist')
-        print(f'generating {cfg.data.dataset} ({cfg.data.n_traj} trajectories, {cfg.data.nx}^2) into {path}')
-        generate_fields(cfg, path, progress=cfg.run.progress)
-    if accelerator is not None: accelerator.wait_for_everyone()
+    path = config_data_file(cfg)
+    if not path.exists() and path.suffix not in ('.h5', '.hdf5'): raise RunError(f'data.path {path} does not exist')
+    def make(p):   # a missing file (data.path included, so configs can share one) is generated from the data section
+        print(f'generating {cfg.data.dataset} ({cfg.data.n_traj} trajectories, {cfg.data.nx}^2) into {p}')
+        generate_fields(cfg, p, progress=cfg.run.progress)
+    ensure_data_file(path, make, accelerator)
     ff = open_fields(path)
     if ff.steady or len(ff.spatial) != 2: raise ConfigError(f'data.path {path}: the generative trainers need 2D trajectories')
-    splits, norm = split_and_normalise(ff, cfg, cache=main)
+    splits, norm = shared_split(ff, cfg, accelerator)
     return FieldData(path, splits, norm, ff.n_channels, tuple(ff.spatial))
 
 class Snapshots(Dataset):

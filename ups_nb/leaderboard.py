@@ -7,8 +7,8 @@ from __future__ import annotations
 import datetime, math
 from pathlib import Path
 import pandas as pd
-from fastcore.script import call_parse, Param
-from .runs import JsonlLog, RunError, exit_on_user_error, git_commit, read_log
+from fastcore.script import Param
+from .runs import JsonlLog, RunError, git_commit, read_log, script
 
 # %% auto #0
 __all__ = ['COLUMNS', 'add_row', 'load_board', 'main']
@@ -22,27 +22,27 @@ def add_row(path, **row):
     return row
 
 def load_board(path, metric='nrmse', **match) -> pd.DataFrame:
-    "The leaderboard at `path` as a DataFrame sorted by `metric` (lower is better), optionally filtered by column values."
+    "The leaderboard at `path` as a DataFrame sorted by `metric` (lower is better), optionally filtered by column values; a model evaluated again in the same run keeps only its newest row."
     rows = read_log(path, **match)
     if not rows: return pd.DataFrame()
     df = pd.DataFrame(rows)
+    if {'run', 'model'} <= set(df): df = df.drop_duplicates(['run', 'model'], keep='last')
     if metric not in df: raise RunError(f'leaderboard {path} has no column {metric!r} (columns: {", ".join(df.columns)})')
     return df.sort_values(metric, kind='stable').reset_index(drop=True)
 
 # %% ../nbs/71_leaderboard.ipynb #e0f05e0a
 COLUMNS = ['run', 'model', 'dataset', 'nrmse', 'nrmse_last', 'corr_horizon_time', 'params', 'train_seconds', 'commit', 'time']
 
-@call_parse
+@script
 def main(path:Param('leaderboard file', str)='runs/leaderboard.jsonl',
          metric:Param('column to sort by (lower is better)', str)='nrmse',
          dataset:Param('only rows of this dataset', str)=None,
          model:Param('only rows of this model', str)=None,
          top:Param('show this many rows', int)=20):
     "Show the leaderboard of evaluated models, best first."
-    with exit_on_user_error():
-        if not Path(path).exists(): raise RunError(f'leaderboard {path} does not exist (run an evaluation first)')
-        match = {k: v for k, v in dict(dataset=dataset, model=model).items() if v is not None}
-        df = load_board(path, metric, **match)
-        cols = [c for c in COLUMNS if c in df] + ([metric] if metric not in COLUMNS and metric in df else [])
-        print(df[cols].head(top).to_string(index=False, float_format=lambda v: f'{v:.4g}') if len(df) else 'no rows')
-        return df
+    if not Path(path).exists(): raise RunError(f'leaderboard {path} does not exist (run an evaluation first)')
+    match = {k: v for k, v in dict(dataset=dataset, model=model).items() if v is not None}
+    df = load_board(path, metric, **match)
+    cols = [c for c in COLUMNS if c in df] + ([metric] if metric not in COLUMNS and metric in df else [])
+    print(df[cols].head(top).to_string(index=False, float_format=lambda v: f'{v:.4g}') if len(df) else 'no rows')
+    return df

@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from accelerate import Accelerator
 from .config import Config, ConfigError, TrainCfg, load_config
 from .ema import EMA
-from .runs import JsonlLog, RunError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from .runs import JsonlLog, RunError, load_checkpoint, read_log, rng_state, save_checkpoint, set_rng_state, unwrap
 
 # %% auto #0
-__all__ = ['lr_at', 'ShardedBatches', 'Ctx', 'FitResult', 'make_accelerator', 'Trackers', 'fit']
+__all__ = ['lr_at', 'ShardedBatches', 'Ctx', 'FitResult', 'make_accelerator', 'Trackers', 'NonFiniteError', 'fit']
 
 # %% ../nbs/50_loop.ipynb #a00b5e5a
 def lr_at(step:int, total:int, lr:float, min_lr:float=0.0, warmup:int=0, time_frac:float=0.0) -> float:
@@ -67,7 +67,8 @@ def make_accelerator(cfg:Config) -> Accelerator:
     "The one `Accelerator` of a process (device placement, DDP, mixed precision)."
     from accelerate import DistributedDataParallelKwargs
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # stages leave some submodules unused
-    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    try: return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    except ValueError as e: raise ConfigError(f'config: train.mixed_precision={cfg.train.mixed_precision!r}: {" ".join(str(e).split())}') from None
 
 def _to(batch, device):
     if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
@@ -116,6 +117,23 @@ class _LossModule(torch.nn.Module):
     def __init__(self, model, loss_fn): super().__init__(); self.model, self.loss_fn = model, loss_fn
     def forward(self, batch, ctx): return self.loss_fn(self.model, batch, ctx)
 
+class NonFiniteError(RunError):
+    "Training met non-finite losses, gradients, weights or validation values: one line, and nothing non-finite saved as a result."
+
+def _all_finite(*models):
+    return all(bool(torch.isfinite(p).all()) for m in models if m is not None for p in m.parameters())
+
+def _any_rank(acc, flag:bool) -> bool:
+    "True on every process if `flag` is true on any, so that all processes skip or stop together."
+    if acc.num_processes == 1: return flag
+    return bool(acc.reduce(torch.tensor([float(flag)], device=acc.device), 'sum').item() > 0)
+
+def _logged_upto(log_path, stage):
+    "The last step and epoch of `stage` already in the log: a resumed run does not log them twice."
+    ev = read_log(log_path, stage=stage)
+    return (max((e['step'] for e in ev if e.get('event') == 'train'), default=-1),
+            max((e['epoch'] for e in ev if e.get('event') == 'epoch'), default=-1))
+
 def _scalars(d):
     return {k: float(v.detach()) if isinstance(v, torch.Tensor) else v for k, v in d.items()
             if (isinstance(v, torch.Tensor) and v.numel() == 1) or isinstance(v, (int, float))}
@@ -149,21 +167,26 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     ema = EMA(model, decay=t.ema_decay, start_step=t.ema_start_step, half_life_steps=t.ema_half_life or None) if t.ema_decay else None
     wrapper, opt = acc.prepare(_LossModule(torch.compile(model) if t.compile else model, loss_fn), opt)
-    step = epoch = batch0 = bad_epochs = n_seen = 0; best, seconds, sums = math.inf, 0.0, {}
+    step = epoch = batch0 = bad_epochs = n_seen = skipped = 0; best, seconds, sums = math.inf, 0.0, {}
+    logged_step = logged_epoch = -1
 
     if last.exists():  # resume: model, optimizer, scheduler, EMA, data position, RNG, counters
         st = load_checkpoint(last)
         model.load_state_dict(st['model']); opt.load_state_dict(st['opt'])
         if ema is not None and st.get('ema_state') is not None: ema.load_state_dict(st['ema_state'])
         step, epoch, batch0, best, bad_epochs, seconds = st['step'], st['epoch'], st['batch'], st['best'], st['bad_epochs'], st['seconds']
-        sums, n_seen = dict(st['sums']), st['n_seen']
+        sums, n_seen, skipped = dict(st['sums']), st['n_seen'], st.get('skipped', 0)
         set_rng_state(st['rng'])
+        logged_step, logged_epoch = _logged_upto(log.path, stage)
         log.write(event='resume', stage=stage, step=step, epoch=epoch, batch=batch0)
 
     def state(batch_in_epoch):
         return dict(model=model.state_dict(), opt=opt.state_dict(),
                     ema_state=ema.state_dict() if ema is not None else None, step=step, epoch=epoch, batch=batch_in_epoch,
-                    best=best, bad_epochs=bad_epochs, seconds=seconds, sums=sums, n_seen=n_seen, rng=rng_state())
+                    best=best, bad_epochs=bad_epochs, seconds=seconds, sums=sums, n_seen=n_seen, skipped=skipped, rng=rng_state())
+    def diverged(what):
+        log.write(event='stage_failed', stage=stage, step=step, epoch=epoch, reason=what)
+        return NonFiniteError(f'{stage}: {what}; stopped with nothing saved as its result (lower stages.{stage}.lr or train.lr, or check the data)')
     def eval_model(): return ema.shadow if ema is not None and ema.started else model
 
     ctx = Ctx(epoch=epoch, step=step, device=acc.device, accelerator=acc)
@@ -185,17 +208,25 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
                         pin_memory=cfg.data.pin_memory and acc.device.type == 'cuda', generator=loader_gen)
         wrapper.train(); it = iter(dl)
         for b in range(batch0, steps_per_epoch):
-            ctx.step = step
+            ctx.step, micro_sums = step, {}
             for micro in range(t.accum_steps):
                 batch = _to(next(it), acc.device)
                 last_micro = micro == t.accum_steps - 1
                 with acc.no_sync(wrapper) if not last_micro else contextlib.nullcontext():
                     with acc.autocast(): loss, comps = wrapper(batch, ctx)
                     acc.backward(loss / t.accum_steps)
-                for k, v in _scalars({'loss': loss, **comps}).items(): sums[k] = sums.get(k, 0.0) + v
-                n_seen += 1
+                for k, v in _scalars({'loss': loss, **comps}).items(): micro_sums[k] = micro_sums.get(k, 0.0) + v
             if after_backward is not None: after_backward(model, ctx)
             gn = acc.clip_grad_norm_(wrapper.parameters(), t.grad_clip if t.grad_clip > 0 else float('inf'))
+            scaled = getattr(acc, 'scaler', None) is not None    # fp16: the grad scaler skips inf-gradient steps and lowers its scale itself
+            if _any_rank(acc, not (math.isfinite(micro_sums['loss']) and (scaled or math.isfinite(float(gn))))):
+                opt.zero_grad(set_to_none=True); skipped += 1   # the step is not taken: the weights stay the last good ones
+                log.write(event='nonfinite', stage=stage, epoch=epoch, step=step, loss=micro_sums['loss'], grad_norm=float(gn), skipped=skipped)
+                if skipped > t.nonfinite_skips:
+                    raise diverged(f'non-finite loss or gradient at {skipped} optimizer steps, the last at step {step + 1} (train.nonfinite_skips={t.nonfinite_skips})')
+                continue
+            for k, v in micro_sums.items(): sums[k] = sums.get(k, 0.0) + v
+            n_seen += t.accum_steps
             cur_lr = lr_at(step, total, lr, t.min_lr, t.warmup_steps, (time.time() - t_start) / wall_clock if wall_clock else 0.0)
             for g in opt.param_groups: g['lr'] = cur_lr
             opt.step(); opt.zero_grad(set_to_none=True)
@@ -205,7 +236,7 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
             seconds = time.time() - t_start
             if pbar is not None:
                 pbar.update(min(round(seconds), pbar.total) - pbar.n if timed else 1); pbar.set_postfix(loss=f'{float(loss.detach()):.3e}', step=step, refresh=False)
-            if step % cfg.run.log_every == 0:  # the logged loss is the mean over all processes' batches
+            if step % cfg.run.log_every == 0 and step > logged_step:  # the logged loss is the mean over all processes' batches
                 ev = dict(**_scalars({**comps, 'loss': acc.reduce(loss.detach(), 'mean')}), lr=cur_lr, grad_norm=float(gn), time=round(seconds, 3))
                 log.write(event='train', stage=stage, epoch=epoch, step=step, **ev, best=best if best < math.inf else None)
                 trackers.log(stage, step, ev)
@@ -222,12 +253,14 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
         means = {k: v / max(1, n_seen) for k, v in sums.items()}; sums, n_seen = {}, 0
         with torch.no_grad():
             val = float(val_fn(eval_model())) if val_fn is not None else means.get('loss', math.inf)
+        if val_fn is not None and not math.isfinite(val): raise diverged(f'validation value {val} at epoch {epoch}')
         if val < best - 1e-12:
             best, bad_epochs = val, 0
             if main: save_checkpoint(best_p, model=model, ema=ema.shadow if ema is not None and ema.started else None, step=step, epoch=epoch, best=best)
         else: bad_epochs += 1
-        log.write(event='epoch', stage=stage, epoch=epoch, step=step, val=val, best=best, bad_epochs=bad_epochs,
-                  lr=cur_lr, time=round(time.time() - t_start, 3), **{f'mean_{k}': v for k, v in means.items()})
+        if epoch > logged_epoch:
+            log.write(event='epoch', stage=stage, epoch=epoch, step=step, val=val, best=best, bad_epochs=bad_epochs,
+                      lr=cur_lr, time=round(time.time() - t_start, 3), **{f'mean_{k}': v for k, v in means.items()})
         trackers.log(stage, step, {'val': val, 'best': best})
         if t.patience and bad_epochs >= t.patience: stop = 'early stop (patience)'
         elif t.target_loss and best <= t.target_loss: stop = 'target loss reached'
@@ -236,6 +269,7 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
     trackers.close()
     seconds = time.time() - t_start
     reason = stop or 'epochs done'
+    if not _all_finite(model, ema.shadow if ema is not None and ema.started else None): raise diverged('non-finite weights at the end of training')
     acc.wait_for_everyone()
     if main:
         save_checkpoint(final, model=model, ema=ema.shadow if ema is not None and ema.started else None,

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .config import Config, ConfigError, load_config
-from fastcore.script import call_parse, Param
-from .runs import RunError, exit_on_user_error, atomic_write, load_checkpoint, read_log, seed_everything, start_run, unwrap
+from .config import Config, ConfigError, check_frames, load_config
+from fastcore.script import Param
+from .runs import (RunError, atomic_write, finished_result, load_checkpoint, script, seed_everything, stage_record, start_run,
+                         to_json, unwrap, writable_file)
 from .formats import open_fields, write_pdebench_1d
-from .data import RolloutWindows, Normalizer, config_data_file, split_and_normalise
+from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split
 from .latent import GridEncoder, AnyPointDecoder
 from .pdet import LatentOperator
 from .baselines import FNO1d, FNO2d, rollout
@@ -24,10 +25,11 @@ from .metrics import rollout_metrics
 from .leaderboard import add_row
 
 # %% auto #0
-__all__ = ['COND_KEYS', 'STAGES', 'generate_data', 'PipelineData', 'load_data', 'state_channels', 'build_autoencoder',
-           'build_operator', 'build_fno', 'seq_states', 'cond_of', 'rel_l2', 'train_autoencoder', 'load_stage',
-           'horizon_at', 'operator_loss', 'rollout_val', 'operator_rollout', 'train_operator', 'fno_rollout',
-           'train_fno', 'evaluate_pipeline', 'eval_table', 'plot_eval', 'run_pipeline', 'eval_main']
+__all__ = ['COND_KEYS', 'STAGES', 'BOARD_KEYS', 'generate_data', 'PipelineData', 'load_data', 'state_channels',
+           'build_autoencoder', 'build_operator', 'build_fno', 'check_models', 'seq_states', 'cond_of', 'rel_l2',
+           'train_autoencoder', 'load_stage', 'horizon_at', 'operator_loss', 'rollout_val', 'operator_rollout',
+           'train_operator', 'fno_rollout', 'train_fno', 'stage_seconds', 'evaluate_pipeline', 'eval_table',
+           'plot_eval', 'record_eval', 'run_pipeline', 'eval_main']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -68,16 +70,14 @@ class PipelineData:
         return self.windows(split, k, start_stride=10**9)
 
 def load_data(cfg:Config, accelerator=None, progress=True) -> PipelineData:
-    "Generate the data if it is missing, split it by trajectory and compute train-only statistics."
+    "Generate the data if it is missing (one writer; other runs wait), check that it holds the frames the config needs, split it by trajectory and compute train-only statistics in a pass that validates every trajectory."
     path = config_data_file(cfg)
-    main = accelerator is None or accelerator.is_main_process
-    if not path.exists():
-        if cfg.data.path: raise RunError(f'data.path {path} does not exist')
-        if main: generate_data(cfg, path, progress)
-    if accelerator is not None: accelerator.wait_for_everyone()
+    if cfg.data.path and not path.exists(): raise RunError(f'data.path {path} does not exist')
+    ensure_data_file(path, lambda p: generate_data(cfg, p, progress), accelerator)
     ff = open_fields(path)
     if ff.steady: raise ConfigError(f'data.path {path} is a steady (coefficient -> solution) file; the pipeline needs trajectories')
-    splits, norm = split_and_normalise(ff, cfg, cache=main)
+    check_frames(cfg.data, max(cfg.stages.operator.rollout_horizons), ff.n_t, f'data file {path}')
+    splits, norm = shared_split(ff, cfg, accelerator)
     t = ff.coords['t']
     dt = cfg.operator.dt or float(t[cfg.data.t_down * cfg.data.time_stride] - t[0])
     shape = tuple(len(range(0, n, cfg.data.x_down)) for n in ff.spatial)
@@ -113,6 +113,14 @@ def build_fno(cfg:Config, pd:PipelineData):
     "The FNO baseline: `initial_step` frames in, the next frame out."
     FNO = {1: FNO1d, 2: FNO2d}[len(pd.shape)]
     return FNO(pd.channels, pd.channels, modes=cfg.fno.modes, width=cfg.fno.width, layers=cfg.fno.layers, padding=cfg.fno.padding, initial_step=cfg.data.initial_step)
+
+def check_models(cfg:Config, pd:PipelineData):
+    "Build every model of the run once before any trains, so a size or preset that does not fit stops the run at once (one-line `ConfigError`), not after a stage."
+    for build in (build_autoencoder, build_operator, build_fno):
+        try: build(cfg, pd)
+        except (ValueError, RuntimeError) as e:
+            if isinstance(e, ConfigError): raise
+            raise ConfigError(f'config: {build.__name__[6:]}: {" ".join(str(e).split())[:200]}') from None
 
 # %% ../nbs/65_pipeline.ipynb #86714c7c
 def seq_states(batch, S):
@@ -274,6 +282,11 @@ def train_fno(cfg:Config, pd:PipelineData, run_dir, acc, wall_clock:float):
 # %% ../nbs/65_pipeline.ipynb #6d04ed1f
 def _params(m): return sum(p.numel() for p in m.parameters())
 
+def stage_seconds(run_dir, *stages) -> float|None:
+    "Training seconds of finished `stages` together, as their final checkpoints record them; None if one is unfinished."
+    recs = [stage_record(run_dir, s) for s in stages]
+    return None if any(r is None for r in recs) else sum(r['seconds'] or 0.0 for r in recs)
+
 def evaluate_pipeline(cfg:Config, pd:PipelineData, run_dir, device='cpu', models=None) -> dict:
     "Roll out every model over the test trajectories and score them in physical units."
     S, C = cfg.data.initial_step, pd.channels
@@ -303,22 +316,20 @@ def evaluate_pipeline(cfg:Config, pd:PipelineData, run_dir, device='cpu', models
         r = rollout_metrics(dn(torch.cat(v)), true, dt=pd.dt, corr_threshold=cfg.eval.corr_threshold)
         r['params'] = _params(models[k]) if k in models else 0
         res[k] = r
-    log = read_log(Path(run_dir)/'log.jsonl', event='stage_done')
-    secs = {e['stage']: e['time'] for e in log}
-    res['operator']['train_seconds'] = secs.get('autoencoder', 0) + secs.get('operator', 0) if 'operator' in res else None
-    if 'fno' in res: res['fno']['train_seconds'] = secs.get('fno')
+    if 'operator' in res: res['operator']['train_seconds'] = stage_seconds(run_dir, 'autoencoder', 'operator')
+    if 'fno' in res: res['fno']['train_seconds'] = stage_seconds(run_dir, 'fno')
     return dict(models=res, n_test=len(ds), steps=int(true.shape[1]), dt=pd.dt, data=str(pd.path))
 
 def eval_table(ev:dict) -> str:
     "The evaluation as a short text table, with the operator's ratios to the baselines."
     rows = [f"{'model':<12} {'rollout nRMSE':>13} {'1-step':>9} {'last-step':>9} {'corr horizon':>13} {'params':>8} {'train s':>8}"]
     for k, r in ev['models'].items():
-        ts = r.get('train_seconds'); ts = f'{ts:.0f}' if ts else '-'
-        rows.append(f"{k:<12} {r['nrmse']:>13.4g} {r['nrmse_first']:>9.3g} {r['nrmse_last']:>9.3g} {r['corr_horizon_time']:>12.3g}t {r['params']:>8} {ts:>8}")
+        f = lambda key, spec: '-' if r.get(key) is None else format(r[key], spec)   # eval.json holds non-finite values as null
+        rows.append(f"{k:<12} {f('nrmse', '>13.4g')} {f('nrmse_first', '>9.3g')} {f('nrmse_last', '>9.3g')} {f('corr_horizon_time', '>12.3g')}t {r['params']:>8} {f('train_seconds', '>8.0f')}")
     m = ev['models']
     if 'operator' in m:
         for b in ('persistence', 'fno'):
-            if b in m: rows.append(f"operator / {b}: {m['operator']['nrmse'] / m[b]['nrmse']:.3f}")
+            if b in m and m['operator']['nrmse'] is not None and m[b]['nrmse']: rows.append(f"operator / {b}: {m['operator']['nrmse'] / m[b]['nrmse']:.3f}")
     rows.append(f"{ev['n_test']} test trajectories, {ev['steps']} autoregressive steps of dt={ev['dt']:g}, physical units")
     return '\n'.join(rows)
 
@@ -336,45 +347,55 @@ def plot_eval(ev:dict, path):
 
 # %% ../nbs/65_pipeline.ipynb #71ecc024
 STAGES = ('autoencoder', 'operator', 'fno', 'eval')
+BOARD_KEYS = ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time', 'params')
+
+def record_eval(cfg:Config, run_dir, ev:dict, board, say=print):
+    "Write the evaluation's artifacts: the plot, one leaderboard row per model with finite metrics, then `eval.json`, the run's record of completion."
+    plot_eval(ev, run_dir/'eval_per_step.png')
+    for k, r in ev['models'].items():
+        if not all(math.isfinite(r[kk]) for kk in BOARD_KEYS):
+            say(f'{k}: non-finite metrics (its rollout diverged); not added to the leaderboard'); continue
+        add_row(board, run=run_dir.name, model=k, dataset=Path(ev['data']).name, **{kk: r[kk] for kk in BOARD_KEYS}, train_seconds=r.get('train_seconds'))
+    atomic_write(run_dir/'eval.json', to_json(ev, indent=1))
 
 def run_pipeline(cfg:Config) -> dict:
-    "Run the pipeline stages of `cfg.stage` ('all' or one of STAGES); returns the evaluation (when it ran)."
-    if cfg.stage != 'all' and cfg.stage not in STAGES:
-        raise ConfigError(f"stage: {cfg.stage!r} is not one of all, {', '.join(STAGES)}")
+    "Run the pipeline stages of `cfg.stage` ('all' or one of STAGES); returns the evaluation (when it ran, or the saved one of a finished run)."
     acc = make_accelerator(cfg)
-    run_dir = start_run(cfg, acc.is_main_process, acc.device, acc.num_processes); acc.wait_for_everyone()
-    pd = load_data(cfg, acc, progress=cfg.run.progress and acc.is_main_process)
-    todo = STAGES if cfg.stage == 'all' else (cfg.stage,)
+    board = Path(cfg.run.out_dir)/'leaderboard.jsonl'
+    run_dir = start_run(cfg, acc.is_main_process, acc.device, acc.num_processes)
+    if acc.is_main_process and cfg.stage in ('all', 'eval'): writable_file(board)   # before training, not after
+    acc.wait_for_everyone()
     say = print if acc.is_main_process else (lambda *a, **k: None)
+    if cfg.stage == 'all' and (done := finished_result(run_dir)) is not None:
+        say(f'run folder: {run_dir} is finished; its evaluation (eval.json):\n{eval_table(done)}\n(--stage eval evaluates it again)')
+        return done
+    pd = load_data(cfg, acc, progress=cfg.run.progress and acc.is_main_process)
+    check_models(cfg, pd)
+    todo = STAGES if cfg.stage == 'all' else (cfg.stage,)
     say(f'run folder: {run_dir}')
     res = {}
     if 'autoencoder' in todo: res['autoencoder'] = train_autoencoder(cfg, pd, run_dir, acc)
     if 'operator' in todo: res['operator'] = train_operator(cfg, pd, run_dir, acc)
     if 'fno' in todo and 'fno' in cfg.eval.baselines:
-        secs = {e['stage']: e['time'] for e in read_log(run_dir/'log.jsonl', event='stage_done')}
-        if 'operator' not in secs: raise RunError(f"{run_dir/'ckpt'/'operator.pt'} is missing: the FNO gets the operator's wall clock, run the 'operator' stage first")
-        res['fno'] = train_fno(cfg, pd, run_dir, acc, wall_clock=secs.get('autoencoder', 0) + secs['operator'])
+        budget = stage_seconds(run_dir, 'autoencoder', 'operator')
+        if budget is None: raise RunError(f"{run_dir/'ckpt'/'operator.pt'} is missing: the FNO gets the operator's wall clock, run the 'operator' stage first")
+        res['fno'] = train_fno(cfg, pd, run_dir, acc, wall_clock=budget)
     for k, r in res.items(): say(f'{k}: {r.reason} after {r.epochs} epochs / {r.steps} steps, best val {r.best:.4g}, {r.seconds:.0f}s')
     if 'eval' not in todo: return {}
     ev = {}
     if acc.is_main_process:
         ev = evaluate_pipeline(cfg, pd, run_dir, acc.device)
-        atomic_write(run_dir/'eval.json', json.dumps(ev, indent=1))
-        plot_eval(ev, run_dir/'eval_per_step.png')
-        for k, r in ev['models'].items():
-            add_row(Path(cfg.run.out_dir)/'leaderboard.jsonl', run=run_dir.name, model=k, dataset=Path(ev['data']).name,
-                    **{kk: r[kk] for kk in ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time', 'params')}, train_seconds=r.get('train_seconds'))
-        print(eval_table(ev))
-        print(f'artifacts: {run_dir} (config.yaml, env.json, log.jsonl, ckpt/, eval.json, eval_per_step.png); leaderboard: {Path(cfg.run.out_dir)/"leaderboard.jsonl"}')
+        record_eval(cfg, run_dir, ev, board, say)
+        say(eval_table(ev))
+        say(f'artifacts: {run_dir} (config.yaml, env.json, log.jsonl, ckpt/, eval.json, eval_per_step.png); leaderboard: {board}')
     acc.wait_for_everyone()
     return ev
 
 # %% ../nbs/65_pipeline.ipynb #3e930e34
-@call_parse
+@script
 def eval_main(overrides:Param('config overrides key.sub=value, as given to training', str, nargs='*'),
               config:Param('built-in config name or path to a YAML file', str)=None):
     "Evaluate a trained pipeline run in physical space against persistence and the FNO (the eval stage)."
-    with exit_on_user_error():
-        cfg = load_config(config, list(overrides or []) + ['stage=eval'])
-        if cfg.task != 'pipeline': raise ConfigError(f'task: ups_eval evaluates pipeline runs, this config has task={cfg.task!r}')
-        return run_pipeline(cfg)
+    cfg = load_config(config, list(overrides or []) + ['stage=eval'])
+    if cfg.task != 'pipeline': raise ConfigError(f'task: ups_eval evaluates pipeline runs, this config has task={cfg.task!r}')
+    return run_pipeline(cfg)

@@ -4,35 +4,63 @@
 
 # %% ../nbs/01_runs.ipynb #27f8f3f9
 from __future__ import annotations
-import contextlib, datetime, importlib.metadata, io, json, os, platform, random, subprocess, sys, tempfile
+import contextlib, datetime, fcntl, functools, importlib.metadata, io, json, math, os, platform, random, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 import torch
-from .config import Config, ConfigError, config_hash, dump_config, load_config
+import yaml
+from fastcore.script import anno_parser
+from .config import Config, ConfigError, config_hash, dump_config, hashed_part, load_config, to_dict
 
 # %% auto #0
-__all__ = ['RunError', 'exit_on_user_error', 'seed_everything', 'rng_state', 'set_rng_state', 'fsync_dir', 'temp_beside',
-           'atomic_write', 'unwrap', 'clean_state_dict', 'save_checkpoint', 'load_checkpoint', 'load_weights',
-           'JsonlLog', 'read_log', 'git_commit', 'env_record', 'run_id', 'run_dir', 'start_run']
+__all__ = ['RunError', 'user_error_message', 'exit_on_user_error', 'script', 'seed_everything', 'rng_state', 'set_rng_state',
+           'fsync_dir', 'temp_beside', 'atomic_write', 'unwrap', 'clean_state_dict', 'save_checkpoint',
+           'load_checkpoint', 'load_weights', 'json_safe', 'to_json', 'JsonlLog', 'read_log', 'git_commit',
+           'env_record', 'run_id', 'writable_dir', 'writable_file', 'lock_run', 'release_run', 'file_lock', 'run_dir',
+           'check_same_run', 'remove_stale_temps', 'start_run', 'stage_record', 'finished_result']
 
 # %% ../nbs/01_runs.ipynb #c09ab954
 class RunError(ValueError):
     "A problem with a run's files on disk; one line naming the file."
 
-def _user_errors():
-    errs = [ConfigError, RunError, FileExistsError]
-    with contextlib.suppress(ImportError):
-        from ups_nb.formats import FormatError
-        errs.append(FormatError)
-    return tuple(errs)
+def _close_bars():
+    "End live tqdm bars, so that a message starts on a line of its own."
+    with contextlib.suppress(Exception):
+        from tqdm import tqdm
+        for b in list(getattr(tqdm, '_instances', ())): b.close()
+
+def user_error_message(e:BaseException) -> str|None:
+    "One line for an error a user can fix (a bad config, a bad or unwritable file, a full disk), or None for a bug."
+    if isinstance(e, (ConfigError, RunError)): msg = str(e)
+    elif isinstance(e, OSError):
+        where = ' -> '.join(str(p) for p in (e.filename, e.filename2) if p is not None)
+        what = e.strerror or str(e)
+        msg = f'{where}: {what}' if where else what
+    else: return None
+    return ' '.join(msg.split())
 
 @contextlib.contextmanager
 def exit_on_user_error():
     "Print a user-fixable error as one line and exit with code 2; let real bugs raise."
     try: yield
-    except _user_errors() as e:
-        print(f'error: {e}', file=sys.stderr)
+    except Exception as e:
+        msg = user_error_message(e)
+        if msg is None: raise
+        _close_bars()
+        print(f'error: {msg}', file=sys.stderr)
         sys.exit(2)
+
+def script(func):
+    "A console entry point from an annotated function (fastcore's `anno_parser`): options and positionals in any order, user errors as one line and exit code 2, success exit code 0 (the return value is for Python callers)."
+    @functools.wraps(func)
+    def _f(*args, **kwargs):
+        if args or kwargs: return func(*args, **kwargs)
+        p = anno_parser(func)
+        p.error = lambda msg: (_close_bars(), print(f'error: {msg}', file=sys.stderr), sys.exit(2))   # one line, not usage + error
+        ns = vars(p.parse_intermixed_args())
+        ns.pop('pdb', None); ns.pop('xtra', None)
+        with exit_on_user_error(): func(**ns)
+    return _f
 
 # %% ../nbs/01_runs.ipynb #97f4e23f
 def seed_everything(seed:int):
@@ -74,17 +102,22 @@ def temp_beside(path) -> tuple[int, str]:
     os.fchmod(fd, 0o666 & ~mask)
     return fd, tmp
 
-def atomic_write(path, data:bytes|str):
-    "Write `data` to `path` atomically (temp file, fsync, rename)."
+def atomic_write(path, data:bytes|str, overwrite=True):
+    "Write `data` to `path` atomically (temp file, fsync, rename); with `overwrite=False` an existing file is never replaced (`FileExistsError`)."
     path = Path(path)
     fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite: os.replace(tmp, path)
+        else:
+            try: os.link(tmp, path)          # fails, rather than replaces, if another writer got there first
+            except FileExistsError: raise FileExistsError(f'{path}: exists; not overwriting it') from None
+            os.unlink(tmp)
+    except BaseException as e:
         with contextlib.suppress(OSError): os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None: raise OSError(e.errno, e.strerror or str(e), str(path)) from None  # name the file
         raise
     fsync_dir(path.parent)
     return path
@@ -128,12 +161,20 @@ def load_weights(model, path, key='model'):
     return model
 
 # %% ../nbs/01_runs.ipynb #9acdd926
-def _jsonable(v):
-    if isinstance(v, torch.Tensor): return v.item() if v.numel() == 1 else v.tolist()
-    if isinstance(v, (np.floating, np.integer)): return v.item()
-    if isinstance(v, np.ndarray): return v.tolist()
+def json_safe(v):
+    "`v` with tensors and arrays as lists, paths as strings and non-finite floats as `None`: standard JSON, which has no NaN."
+    if isinstance(v, torch.Tensor): v = v.item() if v.numel() == 1 else v.tolist()
+    elif isinstance(v, (np.floating, np.integer, np.bool_)): v = v.item()
+    elif isinstance(v, np.ndarray): v = v.tolist()
+    if isinstance(v, float): return v if math.isfinite(v) else None
     if isinstance(v, Path): return str(v)
+    if isinstance(v, dict): return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [json_safe(x) for x in v]
     return v
+
+def to_json(v, indent=None) -> str:
+    "Standard JSON text of `v` (see `json_safe`)."
+    return json.dumps(json_safe(v), indent=indent, allow_nan=False)
 
 class JsonlLog:
     "Append-only JSONL event log."
@@ -141,9 +182,14 @@ class JsonlLog:
     def write(self, **event):
         if not self.enabled: return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({k: _jsonable(v) for k, v in event.items()}, allow_nan=True) + '\n'
-        with open(self.path, 'a') as f:
-            f.write(line); f.flush(); os.fsync(f.fileno())
+        line = (to_json(event) + '\n').encode()
+        try:
+            with open(self.path, 'ab+') as f:
+                if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b'\n': line = b'\n' + line  # a kill tore the last line: start anew
+                f.write(line); f.flush(); os.fsync(f.fileno())
+        except OSError as e:
+            if e.filename is None: raise OSError(e.errno, e.strerror or str(e), str(self.path)) from None   # name the file
+            raise
 
 def read_log(path, **match):
     "Events of a JSONL log (optionally only those whose fields equal `match`); a torn last line is skipped."
@@ -153,7 +199,7 @@ def read_log(path, **match):
     for line in p.read_text().splitlines():
         try: e = json.loads(line)
         except json.JSONDecodeError: continue
-        if all(e.get(k) == v for k, v in match.items()): out.append(e)
+        if isinstance(e, dict) and all(e.get(k) == v for k, v in match.items()): out.append(e)
     return out
 
 # %% ../nbs/01_runs.ipynb #1d3e0639
@@ -167,6 +213,8 @@ def git_commit(cwd=None):
         return sha.stdout.strip() + ('+dirty' if dirty else '')
     except (OSError, subprocess.SubprocessError): return 'uncommitted'
 
+def _now(): return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
 def env_record(device=None, world_size=1):
     "Versions, device, process count, commit and time of this process."
     vers = {}
@@ -175,26 +223,108 @@ def env_record(device=None, world_size=1):
     dev = str(device) if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu')
     if dev.startswith('cuda') and torch.cuda.is_available(): dev += f' ({torch.cuda.get_device_name()})'
     return dict(git_commit=git_commit(), versions=vers, python=platform.python_version(), device=dev, world_size=world_size,
-                torch_threads=torch.get_num_threads(), host=platform.node(), argv=sys.argv,
-                start_time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+                torch_threads=torch.get_num_threads(), host=platform.node(), argv=sys.argv, start_time=_now())
 
 def run_id(cfg:Config): return f'{cfg.run.name or cfg.name}-{config_hash(cfg)}'
 
+# %% ../nbs/01_runs.ipynb #d30d731f
+def writable_dir(d) -> Path:
+    "Create folder `d` if needed and prove it writable by creating a file in it; a one-line `RunError` naming it otherwise."
+    d = Path(d)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=d, prefix='.probe.', suffix='.tmp'); os.close(fd); os.unlink(probe)
+    except OSError as e: raise RunError(f'{d}: cannot write here ({e.strerror or e})') from None
+    return d
+
+def writable_file(p) -> Path:
+    "Prove that file `p` can be appended to (or created): checked before hours of training, not after."
+    p = Path(p)
+    if not p.exists(): writable_dir(p.parent); return p
+    try:
+        with open(p, 'ab'): pass
+    except OSError as e: raise RunError(f'{p}: cannot write here ({e.strerror or e})') from None
+    return p
+
+# %% ../nbs/01_runs.ipynb #1ddcc720
+_HELD = {}   # lock file -> open descriptor: a process owns a run folder until it exits
+
+def lock_run(d) -> Path:
+    "Own run folder `d` for the rest of this process (an exclusive `flock` on `d/.lock`); a `RunError` naming the holder if another process owns it."
+    p = (Path(d)/'.lock').resolve()
+    if p in _HELD: return p
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 512, 0).decode(errors='replace').strip() or 'another process'
+        os.close(fd)
+        raise RunError(f'run folder {d} is in use by {holder}; wait for it to finish or stop it') from None
+    os.ftruncate(fd, 0); os.pwrite(fd, f'pid {os.getpid()} on {platform.node()} since {_now()}'.encode(), 0)
+    _HELD[p] = fd
+    return p
+
+def release_run(d):
+    "Give up this process's ownership of run folder `d`."
+    fd = _HELD.pop((Path(d)/'.lock').resolve(), None)
+    if fd is not None: os.close(fd)
+
+@contextlib.contextmanager
+def file_lock(path, waiting_message=None):
+    "Hold an exclusive lock on `path` (created if missing) for the block, waiting for another holder; `waiting_message` is printed while waiting."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting_message: print(waiting_message, file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally: os.close(fd)
+
+# %% ../nbs/01_runs.ipynb #172af72f
 def run_dir(cfg:Config) -> Path:
     "The folder of the run described by `cfg`."
     return Path(cfg.run.out_dir)/run_id(cfg)
 
+def check_same_run(d, cfg:Config):
+    "`RunError` unless run folder `d` is empty or holds the run of `cfg`: the same config up to the keys that do not change a run (`NOT_HASHED`)."
+    cf = Path(d)/'config.yaml'
+    if not cf.exists(): return
+    try: old = yaml.safe_load(cf.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError): raise RunError(f'{cf} is not a readable config; move the folder away') from None
+    if not isinstance(old, dict) or hashed_part(old) != hashed_part(to_dict(cfg)):
+        raise RunError(f'run folder {d} holds another run (its config.yaml differs); refusing to mix runs')
+
+def remove_stale_temps(d):
+    "Delete the temporary files a kill during an atomic write left under run folder `d` (only while owning it)."
+    for p in Path(d).rglob('.*.tmp'): p.unlink(missing_ok=True)
+
 def start_run(cfg:Config, main_process=True, device=None, world_size=1) -> Path:
-    "Create (or reopen) the run folder: resolved config, environment record, and a `start` event in the log."
+    "Create (or reopen) and own the run folder: resolved config, environment record, and a `start` event in the log."
     d = run_dir(cfg)
     if not main_process: return d
-    d.mkdir(parents=True, exist_ok=True)
-    text = dump_config(cfg)
+    writable_dir(d); writable_dir(d/'ckpt')
+    lock_run(d)
+    check_same_run(d, cfg)
+    remove_stale_temps(d)
     cf = d/'config.yaml'
-    if cf.exists() and cf.read_text() != text:
-        raise RunError(f'run folder {d} holds a different config.yaml; refusing to mix runs')
-    if not cf.exists(): atomic_write(cf, text)
+    if not cf.exists(): atomic_write(cf, dump_config(cfg))
     env = env_record(device, world_size)
     if not (d/'env.json').exists(): atomic_write(d/'env.json', json.dumps(env, indent=1))
-    JsonlLog(d/'log.jsonl').write(event='start', **{k: env[k] for k in ('git_commit', 'device', 'world_size', 'start_time')})
+    JsonlLog(d/'log.jsonl').write(event='start', stage=cfg.stage, **{k: env[k] for k in ('git_commit', 'device', 'world_size', 'start_time')})
     return d
+
+# %% ../nbs/01_runs.ipynb #1b4af3da
+def stage_record(run_dir, stage:str) -> dict|None:
+    "What the finished stage's checkpoint `ckpt/<stage>.pt` records (step, epoch, best, seconds, reason), or None while the stage is unfinished."
+    p = Path(run_dir)/'ckpt'/f'{stage}.pt'
+    if not p.exists(): return None
+    ck = load_checkpoint(p)
+    return {k: ck.get(k) for k in ('step', 'epoch', 'best', 'seconds', 'reason')}
+
+def finished_result(run_dir) -> dict|None:
+    "The evaluation of a finished run (`eval.json`, written last and atomically), or None."
+    p = Path(run_dir)/'eval.json'
+    if not p.exists(): return None
+    try: return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError): raise RunError(f'{p} is not valid JSON; delete it to evaluate again') from None

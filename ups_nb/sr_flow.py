@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from .config import Config, ConfigError
-from .runs import start_run, seed_everything, atomic_write
+from .runs import start_run, seed_everything, atomic_write, finished_result, to_json
 from .loop import make_accelerator
 from .gen_step import (GenStep, build_net, field_data, train_gen, first_items, sample, save_grid, save_spectra,
                              spectrum_log_error, FieldData)
@@ -92,6 +92,9 @@ def train_sr_flow(cfg:Config) -> dict:
     if cfg.gen.objective != 'flow': raise ConfigError(f"config: task=sr_flow trains flow matching; gen.objective must be 'flow', got {cfg.gen.objective!r}")
     acc = make_accelerator(cfg)
     run_dir = start_run(cfg, acc.is_main_process, acc.device, acc.num_processes); acc.wait_for_everyone()
+    if (done := finished_result(run_dir)) is not None:
+        if acc.is_main_process: print(f"run folder: {run_dir} is finished; its evaluation: {run_dir/'eval.json'}")
+        return done
     seed_everything(cfg.seed)
     fd = field_data(cfg, acc)
     train, val, test = (SRData(fd, s, cfg) for s in ('train', 'val', 'test'))
@@ -111,7 +114,7 @@ def train_sr_flow(cfg:Config) -> dict:
         ev = evaluate_sr(res.model, cfg, test if not cfg.gen.overfit else train, run_dir)
         ev.update(steps=res.steps, seconds=res.seconds, best_val=res.best, split='train (overfit)' if cfg.gen.overfit else 'test',
                   val_profile=step.val_profile(res.model, {k: v.to(acc.device) for k, v in first_items(val, 8).items()})['profile'])
-        atomic_write(run_dir/'eval.json', json.dumps(ev, indent=1))
+        atomic_write(run_dir/'eval.json', to_json(ev, indent=1))
         say(sr_table(ev)); say(f'artifacts: {run_dir} (log.jsonl, samples/, grid_final.png, spectra_final.png/.npz, eval.json)')
     acc.wait_for_everyone()
     return ev

@@ -18,9 +18,9 @@ if __name__ == '__main__' and not __package__ and '__file__' in globals():
 
 # %% ../nbs/90_train.ipynb #41102414
 import importlib
-from fastcore.script import call_parse, Param
+from fastcore.script import Param
 from .config import ConfigError, load_config
-from .runs import exit_on_user_error
+from .runs import script
 
 # %% ../nbs/90_train.ipynb #708fb3da
 TASKS = {'pipeline': 'ups_nb.pipeline:run_pipeline',
@@ -38,11 +38,13 @@ def run(cfg):
     return task_fn(cfg.task)(cfg)
 
 # %% ../nbs/90_train.ipynb #5798d609
-@call_parse
+@script
 def main(overrides:Param('config overrides key.sub=value, e.g. train.lr=3e-4 data.batch_size=8', str, nargs='*'),
          config:Param('built-in config name (e.g. burgers_small) or path to a YAML file', str)=None,
          stage:Param('pipeline stage: autoencoder, operator, fno, eval or all', str)=None):
     "Train and evaluate the run described by a config (default: the built-in burgers_small)."
-    with exit_on_user_error():
-        ov = list(overrides or []) + ([f'stage={stage}'] if stage else [])
-        return run(load_config(config, ov))
+    ov = list(overrides or []) + ([f'stage={stage}'] if stage else [])
+    return run(load_config(config, ov))
+
+# %% ../nbs/90_train.ipynb #6e17832a
+if __name__ == '__main__' and '__file__' in globals(): main()   # accelerate launch ups_nb/train.py, python ups_nb/train.py

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #ab7301ca
 from __future__ import annotations
-import contextlib, copy, dataclasses, difflib, hashlib, json, math, re, typing
+import contextlib, copy, dataclasses, difflib, hashlib, importlib.util, json, math, re, typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
@@ -123,7 +123,7 @@ class TrainCfg:
     mixed_precision: Literal['no', 'bf16', 'fp16'] = F('no', 'autocast precision')
     ema_decay: float = F(0.0, 'EMA decay (0: no EMA)', ge=0, lt=1)
     ema_start_step: int = F(0, 'EMA delayed start: copy the model in at this step (hack 2)', ge=0)
-    ema_half_life: int = F(0, 'EMA decay warmup half-life in steps (0: off; hack 7)', ge=0)
+    ema_warmup_gamma: int = F(0, 'EMA decay warm-up (hack 7): decay = min(ema_decay, s/(s + gamma)) s steps after the EMA starts, 1/2 at s = gamma (0: off)', ge=0)
     patience: int = F(0, 'early stopping: epochs without validation improvement (0: off)', ge=0)
     target_loss: float = F(0.0, 'stop once the validation loss reaches this (0: off)', ge=0)
     compile: bool = F(False, 'torch.compile the model')
@@ -322,18 +322,13 @@ def _suggest(key, valid):
         close = [k for k in valid if k.rsplit('.', 1)[-1] == leaf][:1] or difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ''
 
-_SECTIONS = None
-def _sections():
+def _sections(cls=Config, prefix='') -> set:
     "Dotted names of the schema's sections (dataclass-valued keys)."
-    global _SECTIONS
-    if _SECTIONS is None:
-        _SECTIONS = set()
-        def walk(cls, p):
-            for f in fields(cls):
-                tp = _hints(cls)[f.name]
-                if is_dataclass(tp): _SECTIONS.add(p + f.name); walk(tp, p + f.name + '.')
-        walk(Config, '')
-    return _SECTIONS
+    out = set()
+    for f in fields(cls):
+        tp = _hints(cls)[f.name]
+        if is_dataclass(tp): out |= {prefix + f.name} | _sections(tp, prefix + f.name + '.')
+    return out
 
 def check_keys(flat, where='config'):
     "Raise `ConfigError` for the first key of `flat` that the schema does not declare."
@@ -430,7 +425,7 @@ def check_consistency(cfg):
     if any(not 0 < s < 0.3 for s in cfg.gen.power_ema): raise ConfigError(f'config: gen.power_ema sigma_rel values must lie in (0, 0.3), got {cfg.gen.power_ema}')
 
 # %% ../nbs/00_config.ipynb #22ed6082
-CONFIG_DIR = Path(__file__).parent/'configs' if '__file__' in globals() else Path('../ups_nb/configs')
+CONFIG_DIR = Path(importlib.util.find_spec('ups_nb').origin).parent/'configs'   # the installed package's, wherever Python runs from
 
 def builtin_configs():
     "Names of the configs that ship inside the package."

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['UNet', 'EDM2_PRESETS', 'normalize', 'mp_silu', 'mp_sum', 'mp_cat', 'MPFourier', 'MPConv', 'force_weight_norm_',
-           'resample', 'Block', 'unet_input', 'EDM2UNet', 'edm2_unet', 'count_params']
+           'resample', 'Block', 'unet_input', 'EDM2UNet', 'edm2_unet']
 
 # %% ../nbs/34_edm2.ipynb #ac9db22d
 import math
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .metrics import count_params
 
 # %% ../nbs/34_edm2.ipynb #41111a46
 def normalize(x, dim=None, eps=1e-4):
@@ -147,7 +148,7 @@ def unet_input(x, cond, in_channels, cond_channels, levels):
     return x
 
 class EDM2UNet(nn.Module):
-    "EDM2 config-G UNet returning the raw output F(x, c_noise); `cond` (cond_channels) is concatenated to `x`."
+    "The EDM2 config-G architecture, returning the raw output F(x, c_noise); `cond` (cond_channels) is concatenated to `x`. Config G also renormalises the weights after every optimiser step (`force_weight_norm_`): that is a training step, on only when `gen.force_weight_norm` is true."
     # EDM2 Sec. 2 / Fig. 21 (config G), reference code training/networks_edm2.py
     def __init__(self, img_resolution, in_channels, out_channels, model_channels=64, channel_mult=(1, 2, 2, 2), num_blocks=2,
                  attn_resolutions=(16,), cond_channels=0, dropout=0.0, channels_per_head=64, concat_balance=0.5, **block_kwargs):
@@ -223,7 +224,3 @@ def edm2_unet(preset, img_resolution, in_channels, out_channels, **overrides):
     "Build an `EDM2UNet` from a named preset in `EDM2_PRESETS`, with keyword overrides."
     if preset not in EDM2_PRESETS: raise ValueError(f"preset: unknown {preset!r}, expected one of {sorted(EDM2_PRESETS)}")
     return EDM2UNet(img_resolution, in_channels, out_channels, **{**EDM2_PRESETS[preset], **overrides})
-
-def count_params(model):
-    "Number of trainable parameters."
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import torch
 from .config import Config, ConfigError
-from .runs import start_run, seed_everything, atomic_write, finished_result, to_json
-from .loop import make_accelerator
-from .gen_step import GenStep, build_net, field_data, train_gen, first_items, sample, save_grid, save_spectra, spectrum_log_error, Snapshots
+from .runs import seed_everything, atomic_write, to_json
+from .loop import open_run
+from .gen_step import GenStep, build_net, field_data, train_gen, first_items, sample, save_grid, save_spectra, Snapshots
+from .metrics import spectrum_log_error
 
 # %% auto #0
 __all__ = ['sample_report', 'run_unconditional', 'snapshot_data', 'train_edm']
@@ -30,9 +31,8 @@ def sample_report(model, cfg:Config, real, folder, tag, seed=0, n=0) -> tuple:
 def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None) -> dict:
     "Shared body of the unconditional trainers: run folder, data (`data_fn(cfg, acc) -> (train, val, channels, desc)`), fit, samples, eval.json."
     if cfg.gen.objective not in need: raise ConfigError(f'config: task={cfg.task} needs gen.objective in {need}, got {cfg.gen.objective!r}')
-    acc = make_accelerator(cfg)
-    run_dir = start_run(cfg, acc.is_main_process, acc.device, acc.num_processes); acc.wait_for_everyone()
-    if (done := finished_result(run_dir)) is not None:
+    acc, run_dir, done = open_run(cfg)
+    if done is not None:
         if acc.is_main_process: print(f"run folder: {run_dir} is finished; its evaluation: {run_dir/'eval.json'}")
         return done
     seed_everything(cfg.seed)

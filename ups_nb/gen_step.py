@@ -17,16 +17,18 @@ from .objectives import FlowMatching, EDM, DDPM, VPrediction, bcast
 from .weightings import get_weighting
 from .timesteps import get_timestep_sampler
 from .losses import log_amplitude_spectral_loss
+from .metrics import mean_spectrum, spectrum_log_error
 from .edm2 import EDM2_PRESETS, EDM2UNet, force_weight_norm_
 from .unet import UNET_PRESETS, DDPMUNet
+from .ema import PowerEMA
 from . import samplers as S
 from .runs import save_checkpoint, load_checkpoint
 
 # %% auto #0
 __all__ = ['SAMPLER_OBJECTIVES', 'NET_PRESETS', 'make_objective', 'make_timesteps', 'check_sampler', 'make_weighting',
-           'noise_scale', 'GenNet', 'build_net', 't_bucket', 'GenStep', 'bucket_means', 'power_ema_class', 'AfterStep',
-           'sample', 'generate_fields', 'FieldData', 'field_data', 'Snapshots', 'FixedBatch', 'overfit_config',
-           'train_gen', 'first_items', 'mean_spectrum', 'spectrum_log_error', 'save_grid', 'save_spectra']
+           'noise_scale', 'GenNet', 'build_net', 't_bucket', 'GenStep', 'bucket_means', 'AfterStep', 'sample',
+           'generate_fields', 'FieldData', 'field_data', 'Snapshots', 'FixedBatch', 'overfit_config', 'train_gen',
+           'first_items', 'save_grid', 'save_spectra']
 
 # %% ../nbs/60_gen_step.ipynb #df1adb49
 def make_objective(gen):
@@ -198,22 +200,13 @@ def bucket_means(events, k:int, prefix='loss'):
     return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 # %% ../nbs/60_gen_step.ipynb #15b8f59a
-def power_ema_class():
-    "`ups_nb.ema.PowerEMA`, or None while that module has not landed."
-    try:
-        from ups_nb.ema import PowerEMA
-        return PowerEMA
-    except ImportError: return None
-
 class AfterStep:
     "fit's `after_step`: forced weight normalisation (hack 3), power EMA with snapshots in `run_dir/power_ema` (hack 7), then `extra`."
     def __init__(self, cfg:Config, model, run_dir=None, extra=None, main=True):
         self.cfg, self.run_dir, self.extra, self.main, self.pema = cfg, Path(run_dir) if run_dir else None, extra, main, None
         if cfg.gen.force_weight_norm and cfg.gen.net != 'edm2': raise ConfigError('config: gen.force_weight_norm needs gen.net=edm2')
         if cfg.gen.power_ema:
-            PE = power_ema_class()
-            if PE is None: raise ConfigError('config: gen.power_ema needs ups_nb.ema.PowerEMA, which is not installed yet')
-            self.pema = PE(model, sigma_rels=tuple(cfg.gen.power_ema), snapshot_every=cfg.run.ckpt_every)
+            self.pema = PowerEMA(model, sigma_rels=tuple(cfg.gen.power_ema), snapshot_every=cfg.run.ckpt_every)
             sp = self.folder/'state.pt' if self.folder else None
             if sp is not None and sp.exists(): self.pema.load_state_dict(load_checkpoint(sp)['pema'])
     @property
@@ -346,17 +339,6 @@ def first_items(ds, n):
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
 
 # %% ../nbs/60_gen_step.ipynb #554c107d
-def mean_spectrum(x):
-    "(k, E(k)) radially binned power spectrum averaged over batch and channels of (B, C, H, W) fields."
-    from ups_nb.losses import radial_power_spectrum
-    k, E = radial_power_spectrum(x.detach().float().cpu())
-    return k.numpy(), E.mean((0, 1)).numpy()
-
-def spectrum_log_error(x, ref):
-    "Mean over shells 1..N/2 of |log(E_x(k)/E_ref(k))| of the batch-mean spectra (sets need not be paired)."
-    _, a = mean_spectrum(x); _, b = mean_spectrum(ref); n = min(x.shape[-2:]) // 2
-    return float(np.abs(np.log((a[1:n + 1] + 1e-30) / (b[1:n + 1] + 1e-30))).mean())
-
 def save_grid(rows:dict, path, n:int=4):
     "PNG with one row per named (B, C, H, W) tensor (first channel, first `n` samples)."
     from matplotlib.figure import Figure

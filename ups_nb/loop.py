@@ -13,10 +13,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from accelerate import Accelerator
 from .config import Config, ConfigError, TrainCfg, load_config
 from .ema import EMA
-from .runs import JsonlLog, RunError, load_checkpoint, read_log, rng_state, save_checkpoint, set_rng_state, unwrap
+from fastcore.basics import patch
+from .runs import JsonlLog, RunError, finished_result, load_checkpoint, read_log, rng_state, save_checkpoint, set_rng_state, start_run, unwrap
 
 # %% auto #0
-__all__ = ['lr_at', 'ShardedBatches', 'Ctx', 'FitResult', 'make_accelerator', 'Trackers', 'NonFiniteError', 'fit']
+__all__ = ['lr_at', 'ShardedBatches', 'Ctx', 'FitResult', 'make_accelerator', 'open_run', 'Trackers', 'NonFiniteError', 'fit']
 
 # %% ../nbs/50_loop.ipynb #a00b5e5a
 def lr_at(step:int, total:int, lr:float, min_lr:float=0.0, warmup:int=0, time_frac:float=0.0) -> float:
@@ -50,7 +51,6 @@ class Ctx:
     step: int = 0
     device: torch.device = torch.device('cpu')
     accelerator: object = None
-    extra: dict = field(default_factory=dict)
 
 @dataclass
 class FitResult:
@@ -70,6 +70,13 @@ def make_accelerator(cfg:Config) -> Accelerator:
     try: return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     except ValueError as e: raise ConfigError(f'config: train.mixed_precision={cfg.train.mixed_precision!r}: {" ".join(str(e).split())}') from None
 
+def open_run(cfg:Config) -> tuple:
+    "`(accelerator, run folder, saved evaluation or None)` of the run of `cfg`: the main process creates and owns the folder, every process waits until it is ready; a finished run returns its `eval.json`."
+    acc = make_accelerator(cfg)
+    run_dir = start_run(cfg, acc.is_main_process, acc.device, acc.num_processes)
+    acc.wait_for_everyone()
+    return acc, run_dir, finished_result(run_dir)
+
 def _to(batch, device):
     if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
     if isinstance(batch, dict): return {k: _to(v, device) for k, v in batch.items()}
@@ -84,7 +91,6 @@ def _stage_settings(cfg, stage, epochs, lr, batch_size):
 
 class Trackers:
     "Optional TensorBoard / Weights & Biases mirrors of the JSONL log (main process only; off by default, W&B offline unless WANDB_MODE says otherwise)."
-    _wandb_runs = {}
     def __init__(self, cfg:Config, run_dir, enabled=True):
         self.tb = self.wb = None
         if not enabled: return
@@ -97,12 +103,10 @@ class Trackers:
             except ImportError: raise ConfigError('config: run.wandb=true needs the wandb package (pip install wandb)') from None
             import os
             os.environ.setdefault('WANDB_MODE', 'offline')
-            key = str(run_dir)
-            if key not in self._wandb_runs:
-                from ups_nb.config import to_dict
-                self._wandb_runs[key] = wandb.init(project='ups_nb', id=Path(run_dir).name, name=Path(run_dir).name, dir=str(run_dir),
-                                                   config=to_dict(cfg), resume='allow')
-            self.wb = self._wandb_runs[key]
+            from ups_nb.config import to_dict
+            rid = Path(run_dir).name   # one W&B run per run folder: the stages of a run continue it
+            self.wb = wandb.run if wandb.run is not None and wandb.run.id == rid else \
+                      wandb.init(project='ups_nb', id=rid, name=rid, dir=str(run_dir), config=to_dict(cfg), resume='allow')
     def log(self, stage:str, step:int, scalars:dict):
         "Mirror the numeric entries of one event."
         nums = {f'{stage}/{k}': float(v) for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -138,142 +142,185 @@ def _scalars(d):
     return {k: float(v.detach()) if isinstance(v, torch.Tensor) else v for k, v in d.items()
             if (isinstance(v, torch.Tensor) and v.numel() == 1) or isinstance(v, (int, float))}
 
+# %% ../nbs/50_loop.ipynb #ddd351e8
+class _Training:
+    "One stage's training state: data order, optimiser, EMA, schedule, counters, and where its files go."
+    def __init__(self, stage, model, loss_fn, train_ds, cfg, run_dir, acc, epochs, lr, bs, wall_clock, hooks):
+        t, self.t, self.cfg, self.stage, self.acc, self.main = cfg.train, cfg.train, cfg, stage, acc, acc.is_main_process
+        self.train_ds, self.epochs, self.lr, self.wall_clock, self.hooks = train_ds, epochs, lr, wall_clock, hooks
+        ck = Path(run_dir)/'ckpt'; self.final, self.last, self.best_p = ck/f'{stage}.pt', ck/f'{stage}_last.pt', ck/f'{stage}_best.pt'
+        self.log, self.trackers = JsonlLog(Path(run_dir)/'log.jsonl', enabled=self.main), Trackers(cfg, run_dir, enabled=self.main)
+        self.sampler = ShardedBatches(len(train_ds), bs, seed=cfg.seed, rank=acc.process_index, world=acc.num_processes)
+        self.steps_per_epoch = (self.sampler.n // (bs * acc.num_processes)) // t.accum_steps
+        if self.steps_per_epoch < 1: raise ConfigError(f'train.accum_steps={t.accum_steps} exceeds the {self.sampler.n // (bs * acc.num_processes)} batches per epoch')
+        self.total = min(epochs * self.steps_per_epoch, t.max_steps) if t.max_steps else epochs * self.steps_per_epoch
+        self.model = model = model.to(acc.device)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.ema = EMA(model, decay=t.ema_decay, start_step=t.ema_start_step, warmup_gamma=t.ema_warmup_gamma or None) if t.ema_decay else None
+        self.wrapper, self.opt = acc.prepare(_LossModule(torch.compile(model) if t.compile else model, loss_fn), opt)
+        self.step_ = self.epoch = self.batch0 = self.bad_epochs = self.n_seen = self.skipped = 0
+        self.best, self.seconds, self.sums, self.logged_step, self.logged_epoch = math.inf, 0.0, {}, -1, -1
+        if self.last.exists(): self.resume()
+
+    def resume(self):
+        "Model, optimiser, schedule position, EMA, data position, RNG and counters from `<stage>_last.pt`."
+        st = load_checkpoint(self.last)
+        self.model.load_state_dict(st['model']); self.opt.load_state_dict(st['opt'])
+        if self.ema is not None and st.get('ema_state') is not None: self.ema.load_state_dict(st['ema_state'])
+        self.step_, self.epoch, self.batch0, self.best, self.bad_epochs, self.seconds = st['step'], st['epoch'], st['batch'], st['best'], st['bad_epochs'], st['seconds']
+        self.sums, self.n_seen, self.skipped = dict(st['sums']), st['n_seen'], st.get('skipped', 0)
+        set_rng_state(st['rng'])
+        self.logged_step, self.logged_epoch = _logged_upto(self.log.path, self.stage)
+        self.log.write(event='resume', stage=self.stage, step=self.step_, epoch=self.epoch, batch=self.batch0)
+
+    def state(self, batch_in_epoch):
+        "Everything `resume` needs, for `<stage>_last.pt`."
+        return dict(model=self.model.state_dict(), opt=self.opt.state_dict(), ema_state=self.ema.state_dict() if self.ema is not None else None,
+                    step=self.step_, epoch=self.epoch, batch=batch_in_epoch, best=self.best, bad_epochs=self.bad_epochs, seconds=self.seconds,
+                    sums=self.sums, n_seen=self.n_seen, skipped=self.skipped, rng=rng_state())
+
+    def ema_model(self): return self.ema.shadow if self.ema is not None and self.ema.started else None
+    def eval_model(self): return self.ema_model() or self.model
+
+    def diverged(self, what):
+        "Log the failure and make the one-line error that stops the stage."
+        self.log.write(event='stage_failed', stage=self.stage, step=self.step_, epoch=self.epoch, reason=what)
+        return NonFiniteError(f'{self.stage}: {what}; stopped with nothing saved as its result (lower stages.{self.stage}.lr or train.lr, or check the data)')
+
+# %% ../nbs/50_loop.ipynb #4725a65c
+@patch
+def step(self:_Training, it, b, ctx):
+    "One optimiser step on the next `accum_steps` micro-batches of `it` (batch `b` of the epoch)."
+    t, acc, h = self.t, self.acc, self.hooks
+    ctx.step, micro_sums = self.step_, {}
+    for micro in range(t.accum_steps):
+        batch = _to(next(it), acc.device)
+        with acc.no_sync(self.wrapper) if micro < t.accum_steps - 1 else contextlib.nullcontext():
+            with acc.autocast(): loss, comps = self.wrapper(batch, ctx)
+            acc.backward(loss / t.accum_steps)
+        for k, v in _scalars({'loss': loss, **comps}).items(): micro_sums[k] = micro_sums.get(k, 0.0) + v
+    gn = acc.clip_grad_norm_(self.wrapper.parameters(), t.grad_clip if t.grad_clip > 0 else float('inf'))
+    scaled = getattr(acc, 'scaler', None) is not None    # fp16: the grad scaler skips inf-gradient steps and lowers its scale itself
+    if _any_rank(acc, not (math.isfinite(micro_sums['loss']) and (scaled or math.isfinite(float(gn))))):
+        self.opt.zero_grad(set_to_none=True); self.skipped += 1   # the step is not taken: the weights stay the last good ones
+        self.log.write(event='nonfinite', stage=self.stage, epoch=self.epoch, step=self.step_, loss=micro_sums['loss'], grad_norm=float(gn), skipped=self.skipped)
+        if self.skipped > t.nonfinite_skips:
+            raise self.diverged(f'non-finite loss or gradient at {self.skipped} optimizer steps, the last at step {self.step_ + 1} (train.nonfinite_skips={t.nonfinite_skips})')
+        return None
+    for k, v in micro_sums.items(): self.sums[k] = self.sums.get(k, 0.0) + v
+    self.n_seen += t.accum_steps
+    self.cur_lr = lr_at(self.step_, self.total, self.lr, t.min_lr, t.warmup_steps, (time.time() - self.t_start) / self.wall_clock if self.wall_clock else 0.0)
+    for g in self.opt.param_groups: g['lr'] = self.cur_lr
+    self.opt.step(); self.opt.zero_grad(set_to_none=True)
+    self.step_ += 1
+    if h.get('after_step') is not None: h['after_step'](self.model, ctx)
+    if self.ema is not None: self.ema.update(self.model, self.step_)
+    self.seconds = time.time() - self.t_start
+    self.report(loss, comps, gn, batch, ctx, b)
+    return loss
+
+@patch
+def report(self:_Training, loss, comps, gn, batch, ctx, b):
+    "The periodic train event (loss averaged over processes), diagnostics, and the resumable checkpoint."
+    step, h = self.step_, self.hooks
+    if step % self.cfg.run.log_every == 0 and step > self.logged_step:
+        ev = dict(**_scalars({**comps, 'loss': self.acc.reduce(loss.detach(), 'mean')}), lr=self.cur_lr, grad_norm=float(gn), time=round(self.seconds, 3))
+        self.log.write(event='train', stage=self.stage, epoch=self.epoch, step=step, **ev, best=self.best if self.best < math.inf else None)
+        self.trackers.log(self.stage, step, ev)
+    if h.get('diagnostics') is not None and h.get('diagnostics_every') and step % h['diagnostics_every'] == 0:
+        extra = h['diagnostics'](self.model, batch, ctx)
+        if extra: self.log.write(event='diagnostics', stage=self.stage, step=step, **extra)
+    if self.main and step % self.cfg.run.ckpt_every == 0 and b + 1 < self.steps_per_epoch: save_checkpoint(self.last, **self.state(b + 1))
+
+# %% ../nbs/50_loop.ipynb #98b9acde
+@patch
+def end_epoch(self:_Training):
+    "Validation, best checkpoint and the epoch event; returns why training stops, or None."
+    t, val_fn = self.t, self.hooks.get('val_fn')
+    self.epoch += 1; self.batch0 = 0
+    means = {k: v / max(1, self.n_seen) for k, v in self.sums.items()}; self.sums, self.n_seen = {}, 0
+    with torch.no_grad(): val = float(val_fn(self.eval_model())) if val_fn is not None else means.get('loss', math.inf)
+    if val_fn is not None and not math.isfinite(val): raise self.diverged(f'validation value {val} at epoch {self.epoch}')
+    if val < self.best - 1e-12:
+        self.best, self.bad_epochs = val, 0
+        if self.main: save_checkpoint(self.best_p, model=self.model, ema=self.ema_model(), step=self.step_, epoch=self.epoch, best=self.best)
+    else: self.bad_epochs += 1
+    if self.epoch > self.logged_epoch:
+        self.log.write(event='epoch', stage=self.stage, epoch=self.epoch, step=self.step_, val=val, best=self.best, bad_epochs=self.bad_epochs,
+                       lr=self.cur_lr, time=round(time.time() - self.t_start, 3), **{f'mean_{k}': v for k, v in means.items()})
+    self.trackers.log(self.stage, self.step_, {'val': val, 'best': self.best})
+    stop = 'early stop (patience)' if t.patience and self.bad_epochs >= t.patience else 'target loss reached' if t.target_loss and self.best <= t.target_loss else None
+    if self.main: save_checkpoint(self.last, **self.state(0))
+    return stop
+
+# %% ../nbs/50_loop.ipynb #705b0e67
+@patch
+def train(self:_Training):
+    "Run epochs until the stage's epochs, steps or wall clock are spent, or early stopping; returns the reason."
+    t, acc, cfg = self.t, self.acc, self.cfg
+    ctx = Ctx(epoch=self.epoch, step=self.step_, device=acc.device, accelerator=acc)
+    self.cur_lr = lr_at(self.step_, self.total, self.lr, t.min_lr, t.warmup_steps)
+    loader_gen = torch.Generator().manual_seed(cfg.seed)  # the DataLoader must not consume the global RNG
+    pbar, timed = self.progress_bar()
+    stop, self.t_start = None, time.time() - self.seconds
+    while self.epoch < self.epochs and stop is None and self.step_ < self.total:
+        ctx.epoch = self.epoch
+        if self.hooks.get('on_epoch') is not None: self.hooks['on_epoch'](self.model, ctx)
+        self.sampler.set_epoch(self.epoch, start=self.batch0 * t.accum_steps)
+        it = iter(DataLoader(self.train_ds, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
+                             pin_memory=cfg.data.pin_memory and acc.device.type == 'cuda', generator=loader_gen))
+        self.wrapper.train()
+        for b in range(self.batch0, self.steps_per_epoch):
+            loss = self.step(it, b, ctx)
+            if loss is None: continue
+            if pbar is not None:
+                pbar.update(min(round(self.seconds), pbar.total) - pbar.n if timed else 1); pbar.set_postfix(loss=f'{float(loss.detach()):.3e}', step=self.step_, refresh=False)
+            if t.max_steps and self.step_ >= t.max_steps: stop = 'max_steps'
+            elif self.wall_clock and self.seconds >= self.wall_clock: stop = 'wall_clock'
+            if stop: break
+        del it
+        if stop and b + 1 < self.steps_per_epoch: break  # stopped mid-epoch: no epoch-end bookkeeping
+        stop = self.end_epoch()
+    if pbar is not None: pbar.close()
+    self.trackers.close()
+    return stop or 'epochs done'
+
+@patch
+def progress_bar(self:_Training):
+    "A tqdm bar on the main process (counting seconds when a wall-clock budget will end the stage first), and whether it counts seconds."
+    if not (self.main and self.cfg.run.progress): return None, False
+    from tqdm.auto import tqdm
+    timed = bool(self.wall_clock) and self.wall_clock * 1000 < self.total
+    return tqdm(total=round(self.wall_clock) if timed else self.total, initial=round(self.seconds) if timed else self.step_, desc=self.stage,
+                unit='s' if timed else 'it', dynamic_ncols=True, leave=False), timed
+
+# %% ../nbs/50_loop.ipynb #74c8a522
+@patch
+def finish(self:_Training, reason):
+    "Write the stage's result (final checkpoint) and its `stage_done` event; returns the `FitResult`."
+    self.seconds = time.time() - self.t_start
+    if not _all_finite(self.model, self.ema_model()): raise self.diverged('non-finite weights at the end of training')
+    self.acc.wait_for_everyone()
+    if self.main:
+        save_checkpoint(self.final, model=self.model, ema=self.ema_model(), step=self.step_, epoch=self.epoch, best=self.best, seconds=self.seconds, reason=reason)
+        self.log.write(event='stage_done', stage=self.stage, step=self.step_, epoch=self.epoch, best=self.best, reason=reason, time=round(self.seconds, 3))
+    self.acc.wait_for_everyone()
+    return FitResult(self.eval_model(), self.final, self.step_, self.epoch, self.best, reason, self.seconds)
+
+# %% ../nbs/50_loop.ipynb #07be0429
 def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cfg:Config, run_dir,
-        val_fn:Callable|None=None, epochs:int=0, lr:float=0.0, batch_size:int=0, collate_fn=None,
-        accelerator:Accelerator|None=None, on_epoch:Callable|None=None, after_backward:Callable|None=None,
-        after_step:Callable|None=None, diagnostics:Callable|None=None, diagnostics_every:int=0,
+        val_fn:Callable|None=None, epochs:int=0, lr:float=0.0, batch_size:int=0, accelerator:Accelerator|None=None,
+        on_epoch:Callable|None=None, after_step:Callable|None=None, diagnostics:Callable|None=None, diagnostics_every:int=0,
         wall_clock:float|None=None) -> FitResult:
     "Train `model` on `train_ds` with `loss_fn`, resumably, writing checkpoints and JSONL events of `stage`."
-    t = cfg.train
     epochs, lr, bs = _stage_settings(cfg, stage, epochs, lr, batch_size)
     acc = accelerator or make_accelerator(cfg)
-    main = acc.is_main_process
-    ck = Path(run_dir)/'ckpt'; final, last, best_p = ck/f'{stage}.pt', ck/f'{stage}_last.pt', ck/f'{stage}_best.pt'
-    log = JsonlLog(Path(run_dir)/'log.jsonl', enabled=main)
-    trackers = Trackers(cfg, run_dir, enabled=main)
-    wall_clock = t.wall_clock if wall_clock is None else wall_clock
-
+    final = Path(run_dir)/'ckpt'/f'{stage}.pt'
     if final.exists():  # finished in an earlier run: load its result and skip
         st = load_checkpoint(final)
         unwrap(model).load_state_dict(st['ema'] if st.get('ema') is not None else st['model'])
-        log.write(event='stage_skipped', stage=stage, reason=f'{final.name} exists')
+        JsonlLog(Path(run_dir)/'log.jsonl', enabled=acc.is_main_process).write(event='stage_skipped', stage=stage, reason=f'{final.name} exists')
         return FitResult(model, final, st['step'], st['epoch'], st['best'], 'already done', st.get('seconds', 0.0))
-
-    sampler = ShardedBatches(len(train_ds), bs, seed=cfg.seed, rank=acc.process_index, world=acc.num_processes)
-    steps_per_epoch = (sampler.n // (bs * acc.num_processes)) // t.accum_steps
-    if steps_per_epoch < 1: raise ConfigError(f'train.accum_steps={t.accum_steps} exceeds the {sampler.n // (bs * acc.num_processes)} batches per epoch')
-    total = min(epochs * steps_per_epoch, t.max_steps) if t.max_steps else epochs * steps_per_epoch
-    model = model.to(acc.device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-    ema = EMA(model, decay=t.ema_decay, start_step=t.ema_start_step, half_life_steps=t.ema_half_life or None) if t.ema_decay else None
-    wrapper, opt = acc.prepare(_LossModule(torch.compile(model) if t.compile else model, loss_fn), opt)
-    step = epoch = batch0 = bad_epochs = n_seen = skipped = 0; best, seconds, sums = math.inf, 0.0, {}
-    logged_step = logged_epoch = -1
-
-    if last.exists():  # resume: model, optimizer, scheduler, EMA, data position, RNG, counters
-        st = load_checkpoint(last)
-        model.load_state_dict(st['model']); opt.load_state_dict(st['opt'])
-        if ema is not None and st.get('ema_state') is not None: ema.load_state_dict(st['ema_state'])
-        step, epoch, batch0, best, bad_epochs, seconds = st['step'], st['epoch'], st['batch'], st['best'], st['bad_epochs'], st['seconds']
-        sums, n_seen, skipped = dict(st['sums']), st['n_seen'], st.get('skipped', 0)
-        set_rng_state(st['rng'])
-        logged_step, logged_epoch = _logged_upto(log.path, stage)
-        log.write(event='resume', stage=stage, step=step, epoch=epoch, batch=batch0)
-
-    def state(batch_in_epoch):
-        return dict(model=model.state_dict(), opt=opt.state_dict(),
-                    ema_state=ema.state_dict() if ema is not None else None, step=step, epoch=epoch, batch=batch_in_epoch,
-                    best=best, bad_epochs=bad_epochs, seconds=seconds, sums=sums, n_seen=n_seen, skipped=skipped, rng=rng_state())
-    def diverged(what):
-        log.write(event='stage_failed', stage=stage, step=step, epoch=epoch, reason=what)
-        return NonFiniteError(f'{stage}: {what}; stopped with nothing saved as its result (lower stages.{stage}.lr or train.lr, or check the data)')
-    def eval_model(): return ema.shadow if ema is not None and ema.started else model
-
-    ctx = Ctx(epoch=epoch, step=step, device=acc.device, accelerator=acc)
-    cur_lr = lr_at(step, total, lr, t.min_lr, t.warmup_steps)
-    loader_gen = torch.Generator().manual_seed(cfg.seed)  # the DataLoader must not consume the global RNG
-    pbar = None
-    if main and cfg.run.progress:
-        from tqdm.auto import tqdm
-        timed = bool(wall_clock) and wall_clock * 1000 < total  # a wall-clock budget ends the stage first: count seconds
-        pbar = tqdm(total=round(wall_clock) if timed else total, initial=round(seconds) if timed else step, desc=stage,
-                    unit='s' if timed else 'it', dynamic_ncols=True, leave=False)
-
-    stop, t_start = None, time.time() - seconds
-    while epoch < epochs and stop is None and step < total:
-        ctx.epoch = epoch
-        if on_epoch is not None: on_epoch(model, ctx)
-        sampler.set_epoch(epoch, start=batch0 * t.accum_steps)
-        dl = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.data.num_workers,
-                        pin_memory=cfg.data.pin_memory and acc.device.type == 'cuda', generator=loader_gen)
-        wrapper.train(); it = iter(dl)
-        for b in range(batch0, steps_per_epoch):
-            ctx.step, micro_sums = step, {}
-            for micro in range(t.accum_steps):
-                batch = _to(next(it), acc.device)
-                last_micro = micro == t.accum_steps - 1
-                with acc.no_sync(wrapper) if not last_micro else contextlib.nullcontext():
-                    with acc.autocast(): loss, comps = wrapper(batch, ctx)
-                    acc.backward(loss / t.accum_steps)
-                for k, v in _scalars({'loss': loss, **comps}).items(): micro_sums[k] = micro_sums.get(k, 0.0) + v
-            if after_backward is not None: after_backward(model, ctx)
-            gn = acc.clip_grad_norm_(wrapper.parameters(), t.grad_clip if t.grad_clip > 0 else float('inf'))
-            scaled = getattr(acc, 'scaler', None) is not None    # fp16: the grad scaler skips inf-gradient steps and lowers its scale itself
-            if _any_rank(acc, not (math.isfinite(micro_sums['loss']) and (scaled or math.isfinite(float(gn))))):
-                opt.zero_grad(set_to_none=True); skipped += 1   # the step is not taken: the weights stay the last good ones
-                log.write(event='nonfinite', stage=stage, epoch=epoch, step=step, loss=micro_sums['loss'], grad_norm=float(gn), skipped=skipped)
-                if skipped > t.nonfinite_skips:
-                    raise diverged(f'non-finite loss or gradient at {skipped} optimizer steps, the last at step {step + 1} (train.nonfinite_skips={t.nonfinite_skips})')
-                continue
-            for k, v in micro_sums.items(): sums[k] = sums.get(k, 0.0) + v
-            n_seen += t.accum_steps
-            cur_lr = lr_at(step, total, lr, t.min_lr, t.warmup_steps, (time.time() - t_start) / wall_clock if wall_clock else 0.0)
-            for g in opt.param_groups: g['lr'] = cur_lr
-            opt.step(); opt.zero_grad(set_to_none=True)
-            step += 1
-            if after_step is not None: after_step(model, ctx)
-            if ema is not None: ema.update(model, step)
-            seconds = time.time() - t_start
-            if pbar is not None:
-                pbar.update(min(round(seconds), pbar.total) - pbar.n if timed else 1); pbar.set_postfix(loss=f'{float(loss.detach()):.3e}', step=step, refresh=False)
-            if step % cfg.run.log_every == 0 and step > logged_step:  # the logged loss is the mean over all processes' batches
-                ev = dict(**_scalars({**comps, 'loss': acc.reduce(loss.detach(), 'mean')}), lr=cur_lr, grad_norm=float(gn), time=round(seconds, 3))
-                log.write(event='train', stage=stage, epoch=epoch, step=step, **ev, best=best if best < math.inf else None)
-                trackers.log(stage, step, ev)
-            if diagnostics is not None and diagnostics_every and step % diagnostics_every == 0:
-                extra = diagnostics(model, batch, ctx)
-                if extra: log.write(event='diagnostics', stage=stage, step=step, **extra)
-            if main and step % cfg.run.ckpt_every == 0 and b + 1 < steps_per_epoch: save_checkpoint(last, **state(b + 1))
-            if t.max_steps and step >= t.max_steps: stop = 'max_steps'
-            elif wall_clock and seconds >= wall_clock: stop = 'wall_clock'
-            if stop: break
-        del it, dl
-        if stop and b + 1 < steps_per_epoch: break  # stopped mid-epoch: no epoch-end bookkeeping
-        epoch += 1; batch0 = 0
-        means = {k: v / max(1, n_seen) for k, v in sums.items()}; sums, n_seen = {}, 0
-        with torch.no_grad():
-            val = float(val_fn(eval_model())) if val_fn is not None else means.get('loss', math.inf)
-        if val_fn is not None and not math.isfinite(val): raise diverged(f'validation value {val} at epoch {epoch}')
-        if val < best - 1e-12:
-            best, bad_epochs = val, 0
-            if main: save_checkpoint(best_p, model=model, ema=ema.shadow if ema is not None and ema.started else None, step=step, epoch=epoch, best=best)
-        else: bad_epochs += 1
-        if epoch > logged_epoch:
-            log.write(event='epoch', stage=stage, epoch=epoch, step=step, val=val, best=best, bad_epochs=bad_epochs,
-                      lr=cur_lr, time=round(time.time() - t_start, 3), **{f'mean_{k}': v for k, v in means.items()})
-        trackers.log(stage, step, {'val': val, 'best': best})
-        if t.patience and bad_epochs >= t.patience: stop = 'early stop (patience)'
-        elif t.target_loss and best <= t.target_loss: stop = 'target loss reached'
-        if main: save_checkpoint(last, **state(0))
-    if pbar is not None: pbar.close()
-    trackers.close()
-    seconds = time.time() - t_start
-    reason = stop or 'epochs done'
-    if not _all_finite(model, ema.shadow if ema is not None and ema.started else None): raise diverged('non-finite weights at the end of training')
-    acc.wait_for_everyone()
-    if main:
-        save_checkpoint(final, model=model, ema=ema.shadow if ema is not None and ema.started else None,
-                        step=step, epoch=epoch, best=best, seconds=seconds, reason=reason)
-        log.write(event='stage_done', stage=stage, step=step, epoch=epoch, best=best, reason=reason, time=round(seconds, 3))
-    acc.wait_for_everyone()
-    return FitResult(eval_model(), final, step, epoch, best, reason, seconds)
+    hooks = dict(val_fn=val_fn, on_epoch=on_epoch, after_step=after_step, diagnostics=diagnostics, diagnostics_every=diagnostics_every)
+    tr = _Training(stage, model, loss_fn, train_ds, cfg, run_dir, acc, epochs, lr, bs, cfg.train.wall_clock if wall_clock is None else wall_clock, hooks)
+    return tr.finish(tr.train())

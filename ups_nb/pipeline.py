@@ -12,24 +12,24 @@ import torch
 import torch.nn.functional as F
 from .config import Config, ConfigError, check_frames, load_config
 from fastcore.script import Param
-from .runs import (RunError, atomic_write, finished_result, load_checkpoint, script, seed_everything, stage_record, start_run,
-                         to_json, unwrap, writable_file)
+from .runs import RunError, atomic_write, load_checkpoint, script, seed_everything, stage_record, to_json, unwrap, writable_file
 from .formats import open_fields, write_pdebench_1d
 from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split
 from .latent import GridEncoder, AnyPointDecoder
 from .pdet import LatentOperator
-from .baselines import FNO1d, FNO2d, rollout
-from .losses import nrmse, spectral_energy_loss, edge_aware_tv, conservation_penalty, inverse_loss_weight
-from .loop import fit, make_accelerator
-from .metrics import rollout_metrics
+from .baselines import FNO1d, FNO2d, Persistence, rollout
+from .losses import spectral_energy_loss, edge_aware_tv, conservation_penalty, inverse_loss_weight
+from .loop import fit, open_run
+from .metrics import count_params, nrmse, relative_l2, rollout_metrics
 from .leaderboard import add_row
 
 # %% auto #0
 __all__ = ['COND_KEYS', 'STAGES', 'BOARD_KEYS', 'generate_data', 'PipelineData', 'load_data', 'state_channels',
-           'build_autoencoder', 'build_operator', 'build_fno', 'check_models', 'seq_states', 'cond_of', 'rel_l2',
+           'build_autoencoder', 'build_operator', 'build_fno', 'check_models', 'seq_states', 'cond_of',
            'train_autoencoder', 'load_stage', 'horizon_at', 'operator_loss', 'rollout_val', 'operator_rollout',
-           'train_operator', 'fno_rollout', 'train_fno', 'stage_seconds', 'evaluate_pipeline', 'eval_table',
-           'plot_eval', 'record_eval', 'run_pipeline', 'eval_main']
+           'train_operator', 'frame_rollout', 'train_fno', 'stage_seconds', 'load_models', 'model_rollout',
+           'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'plot_eval', 'record_eval',
+           'run_pipeline', 'eval_main']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -143,10 +143,6 @@ def _batches(ds, n, device, bs=64):
         yield {k: (v.to(device) if isinstance(v, torch.Tensor) else {kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v)
                for k, v in b.items()}
 
-def rel_l2(pred, true):
-    "Relative L2 error per sample, averaged."
-    return ((pred - true).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
-
 def train_autoencoder(cfg:Config, pd:PipelineData, run_dir, acc):
     "Stage 1: train encoder + decoder on reconstruction."
     seed_everything(cfg.seed + 1)
@@ -154,10 +150,10 @@ def train_autoencoder(cfg:Config, pd:PipelineData, run_dir, acc):
     def loss(m, batch, ctx):
         u = seq_states(batch, S).flatten(0, 1)
         rec = m['decoder'].decode_grid(m['encoder'](u), u.shape[2:])
-        return F.mse_loss(rec, u), {'rel_l2': rel_l2(rec.detach(), u)}
+        return F.mse_loss(rec, u), {'rel_l2': relative_l2(rec.detach(), u).mean()}
     val_ds = pd.windows('val', 1)
     def val(m):
-        errs = [rel_l2(m['decoder'].decode_grid(m['encoder'](u := seq_states(b, S)[:, 0]), u.shape[2:]), u) for b in _batches(val_ds, 512, acc.device)]
+        errs = [relative_l2(m['decoder'].decode_grid(m['encoder'](u := seq_states(b, S)[:, 0]), u.shape[2:]), u).mean() for b in _batches(val_ds, 512, acc.device)]
         return float(torch.stack(errs).mean())
     return fit('autoencoder', ae, loss, pd.windows('train', 1), cfg, run_dir, val_fn=val, accelerator=acc)
 
@@ -217,7 +213,7 @@ def rollout_val(step_fn, ds, S, C, device, n=512):
     for b in _batches(ds, n, device):
         st = seq_states(b, S); K = st.shape[1] - 1
         pred = step_fn(st[:, 0], b, K)
-        errs.append(rel_l2(pred, torch.stack([st[:, j + 1, -C:] for j in range(K)], 1)))
+        errs.append(relative_l2(pred, torch.stack([st[:, j + 1, -C:] for j in range(K)], 1)).mean())
     return float(torch.stack(errs).mean())
 
 def operator_rollout(m, st0, batch, K, pd):
@@ -258,9 +254,9 @@ def train_operator(cfg:Config, pd:PipelineData, run_dir, acc):
                after_step=freeze_after if oc.freeze_bottom_on_grow else None)
 
 # %% ../nbs/65_pipeline.ipynb #038b4764
-def fno_rollout(fno, st0, K, C):
-    "Autoregressive FNO rollout from a state (B, S*C, *space): newest frames (B, K, C, *space)."
-    return rollout(fno, st0.unflatten(1, (-1, C)), K)
+def frame_rollout(model, st0, K, C):
+    "Autoregressive rollout of a frame-stack model (the FNO, persistence) from a state (B, S*C, *space): newest frames (B, K, C, *space)."
+    return rollout(model, st0.unflatten(1, (-1, C)), K)
 
 def train_fno(cfg:Config, pd:PipelineData, run_dir, acc, wall_clock:float):
     "Stage 3: train the FNO baseline with the operator's rollout curriculum."
@@ -270,55 +266,80 @@ def train_fno(cfg:Config, pd:PipelineData, run_dir, acc, wall_clock:float):
     def loss(m, batch, ctx):
         H = horizon_at(oc, ctx.epoch)
         st = seq_states(batch, S)
-        pred = fno_rollout(m, st[:, 0], H, C)
+        pred = frame_rollout(m, st[:, 0], H, C)
         true = torch.stack([st[:, j + 1, -C:] for j in range(H)], 1)
         return F.mse_loss(pred, true), {'horizon': H}
     val_ds = pd.windows('val', K)
-    val = lambda mm: rollout_val(lambda s0, b, k: fno_rollout(mm, s0, k, C), val_ds, S, C, acc.device)
+    val = lambda mm: rollout_val(lambda s0, b, k: frame_rollout(mm, s0, k, C), val_ds, S, C, acc.device)
     epochs = cfg.stages.fno.epochs or 10**6
     return fit('fno', fno, loss, pd.windows('train', K), cfg, run_dir, val_fn=val, accelerator=acc, epochs=epochs,
                wall_clock=0.0 if cfg.stages.fno.epochs else wall_clock)
 
 # %% ../nbs/65_pipeline.ipynb #6d04ed1f
-def _params(m): return sum(p.numel() for p in m.parameters())
-
 def stage_seconds(run_dir, *stages) -> float|None:
     "Training seconds of finished `stages` together, as their final checkpoints record them; None if one is unfinished."
     recs = [stage_record(run_dir, s) for s in stages]
     return None if any(r is None for r in recs) else sum(r['seconds'] or 0.0 for r in recs)
 
+def load_models(cfg:Config, pd:PipelineData, run_dir) -> dict:
+    "The trained operator (with its encoder and decoder) and the baselines of `eval.baselines`, by name."
+    ae = build_autoencoder(cfg, pd); load_stage(ae, run_dir, 'autoencoder')
+    op = torch.nn.ModuleDict(dict(encoder=ae['encoder'], decoder=ae['decoder'], operator=build_operator(cfg, pd)))
+    load_stage(op, run_dir, 'operator'); models = dict(operator=op)
+    if 'fno' in cfg.eval.baselines: fno = build_fno(cfg, pd); load_stage(fno, run_dir, 'fno'); models['fno'] = fno
+    if 'persistence' in cfg.eval.baselines: models['persistence'] = Persistence(pd.channels, cfg.data.initial_step)
+    return models
+
+def model_rollout(m, st0, batch, K, pd:PipelineData):
+    "Newest frames (B, K, C, *space) of a K-step rollout from state `st0` by the latent operator (a ModuleDict) or a frame-stack model (FNO, persistence)."
+    return operator_rollout(m, st0, batch, K, pd) if isinstance(m, torch.nn.ModuleDict) else frame_rollout(m, st0, K, pd.channels)
+
 def evaluate_pipeline(cfg:Config, pd:PipelineData, run_dir, device='cpu', models=None) -> dict:
     "Roll out every model over the test trajectories and score them in physical units."
     S, C = cfg.data.initial_step, pd.channels
-    if models is None:
-        models = {}
-        ae = build_autoencoder(cfg, pd); load_stage(ae, run_dir, 'autoencoder')
-        m = torch.nn.ModuleDict(dict(encoder=ae['encoder'], decoder=ae['decoder'], operator=build_operator(cfg, pd)))
-        load_stage(m, run_dir, 'operator'); models['operator'] = m
-        if 'fno' in cfg.eval.baselines:
-            fno = build_fno(cfg, pd); load_stage(fno, run_dir, 'fno'); models['fno'] = fno
+    models = load_models(cfg, pd, run_dir) if models is None else models
     ds = pd.trajectories('test')
-    preds = {k: [] for k in ['operator', 'fno', 'persistence'] if k in models or (k == 'persistence' and 'persistence' in cfg.eval.baselines)}
-    trues = []
+    preds, trues = {k: [] for k in models}, []
     for m in models.values(): m.to(device).eval()
     with torch.no_grad():
         for b in _batches(ds, len(ds), device, bs=cfg.eval.batch_size):
             st = seq_states(b, S); K = st.shape[1] - 1
             if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
             trues.append(torch.stack([st[:, j + 1, -C:] for j in range(K)], 1))
-            if 'operator' in preds: preds['operator'].append(operator_rollout(models['operator'], st[:, 0], b, K, pd))
-            if 'fno' in preds: preds['fno'].append(fno_rollout(models['fno'], st[:, 0], K, C))
-            if 'persistence' in preds: preds['persistence'].append(st[:, 0, -C:].unsqueeze(1).expand(-1, K, *[-1] * (st.ndim - 2)))
+            for k, m in models.items(): preds[k].append(model_rollout(m, st[:, 0], b, K, pd))
     dn = lambda x: pd.norm.decode(x.float().cpu())
     true = dn(torch.cat(trues))
-    res = {}
-    for k, v in preds.items():
-        r = rollout_metrics(dn(torch.cat(v)), true, dt=pd.dt, corr_threshold=cfg.eval.corr_threshold)
-        r['params'] = _params(models[k]) if k in models else 0
-        res[k] = r
+    res = {k: {**rollout_metrics(dn(torch.cat(v)), true, dt=pd.dt, corr_threshold=cfg.eval.corr_threshold), 'params': count_params(models[k])}
+           for k, v in preds.items()}
     if 'operator' in res: res['operator']['train_seconds'] = stage_seconds(run_dir, 'autoencoder', 'operator')
     if 'fno' in res: res['fno']['train_seconds'] = stage_seconds(run_dir, 'fno')
     return dict(models=res, n_test=len(ds), steps=int(true.shape[1]), dt=pd.dt, data=str(pd.path))
+
+def rollout_examples(cfg:Config, pd:PipelineData, models:dict, device='cpu', traj:int=0) -> dict:
+    "The truth and every model's rollout of test trajectory `traj`, in physical units: name -> (K, C, *space)."
+    S, ds = cfg.data.initial_step, pd.trajectories('test')
+    b = next(_batches(torch.utils.data.Subset(ds, [traj]), 1, device))
+    st = seq_states(b, S); K = st.shape[1] - 1
+    if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
+    out = dict(truth=st[:, 1:K + 1, -pd.channels:])
+    with torch.no_grad():
+        for k, m in models.items(): out[k] = model_rollout(m.to(device).eval(), st[:, 0], b, K, pd)
+    return {k: pd.norm.decode(v.float().cpu())[0] for k, v in out.items()}
+
+def plot_rollouts(ex:dict, dt:float, path=None):
+    "Space-time plots (1D data: x across, t up) or last frames (2D) of the truth and each model's rollout, first channel, on one symmetric colour scale."
+    from matplotlib.figure import Figure
+    hi = max(float(v[:, 0].abs().max()) for v in ex.values() if torch.isfinite(v[:, 0]).all()); lo = -hi
+    fig = Figure(figsize=(2.4 * len(ex), 2.6)); axs = fig.subplots(1, len(ex), squeeze=False)[0]
+    for ax, (k, v) in zip(axs, ex.items()):
+        u = v[:, 0].numpy()
+        if u.ndim == 2: ax.imshow(u, aspect='auto', origin='lower', cmap='RdBu_r', vmin=lo, vmax=hi, extent=(0, 1, dt / 2, dt * (len(u) + 0.5)))
+        else: ax.imshow(u[-1].T, origin='lower', cmap='RdBu_r', vmin=lo, vmax=hi)
+        ax.set_title(k, fontsize=9); ax.set_xlabel('x' if u.ndim == 2 else 'x (last frame)')
+    axs[0].set_ylabel('t' if ex['truth'][:, 0].ndim == 2 else 'y')
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=110)
+    return fig
 
 def eval_table(ev:dict) -> str:
     "The evaluation as a short text table, with the operator's ratios to the baselines."
@@ -335,15 +356,14 @@ def eval_table(ev:dict) -> str:
 
 def plot_eval(ev:dict, path):
     "Per-step nRMSE and correlation curves of every model, saved to `path`."
-    import matplotlib; matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    from matplotlib.figure import Figure     # no pyplot: library code leaves the user's backend alone
+    fig = Figure(figsize=(9, 3.2)); ax = fig.subplots(1, 2)
     for k, r in ev['models'].items():
         t = ev['dt'] * (1 + np.arange(len(r['per_step_nrmse'])))
         ax[0].plot(t, r['per_step_nrmse'], label=k); ax[1].plot(t, r['per_step_corr'], label=k)
     ax[0].set(xlabel='t', ylabel='nRMSE', yscale='log', title='error along the rollout')
     ax[1].set(xlabel='t', ylabel='correlation', title='correlation with the truth'); ax[1].legend()
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    fig.tight_layout(); fig.savefig(path, dpi=110)
 
 # %% ../nbs/65_pipeline.ipynb #71ecc024
 STAGES = ('autoencoder', 'operator', 'fno', 'eval')
@@ -360,13 +380,11 @@ def record_eval(cfg:Config, run_dir, ev:dict, board, say=print):
 
 def run_pipeline(cfg:Config) -> dict:
     "Run the pipeline stages of `cfg.stage` ('all' or one of STAGES); returns the evaluation (when it ran, or the saved one of a finished run)."
-    acc = make_accelerator(cfg)
+    acc, run_dir, done = open_run(cfg)
     board = Path(cfg.run.out_dir)/'leaderboard.jsonl'
-    run_dir = start_run(cfg, acc.is_main_process, acc.device, acc.num_processes)
     if acc.is_main_process and cfg.stage in ('all', 'eval'): writable_file(board)   # before training, not after
-    acc.wait_for_everyone()
     say = print if acc.is_main_process else (lambda *a, **k: None)
-    if cfg.stage == 'all' and (done := finished_result(run_dir)) is not None:
+    if cfg.stage == 'all' and done is not None:
         say(f'run folder: {run_dir} is finished; its evaluation (eval.json):\n{eval_table(done)}\n(--stage eval evaluates it again)')
         return done
     pd = load_data(cfg, acc, progress=cfg.run.progress and acc.is_main_process)
@@ -384,10 +402,12 @@ def run_pipeline(cfg:Config) -> dict:
     if 'eval' not in todo: return {}
     ev = {}
     if acc.is_main_process:
-        ev = evaluate_pipeline(cfg, pd, run_dir, acc.device)
+        models = load_models(cfg, pd, run_dir)
+        ev = evaluate_pipeline(cfg, pd, run_dir, acc.device, models)
+        plot_rollouts(rollout_examples(cfg, pd, models, acc.device), pd.dt, run_dir/'rollout_spacetime.png')
         record_eval(cfg, run_dir, ev, board, say)
         say(eval_table(ev))
-        say(f'artifacts: {run_dir} (config.yaml, env.json, log.jsonl, ckpt/, eval.json, eval_per_step.png); leaderboard: {board}')
+        say(f'artifacts: {run_dir} (config.yaml, env.json, log.jsonl, ckpt/, eval.json, eval_per_step.png, rollout_spacetime.png); leaderboard: {board}')
     acc.wait_for_everyone()
     return ev
 

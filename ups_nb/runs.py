@@ -124,10 +124,13 @@ def atomic_write(path, data:bytes|str, overwrite=True):
 
 # %% ../nbs/01_runs.ipynb #4c089601
 def unwrap(model):
-    "The plain module under DDP (`.module`) and `torch.compile` (`._orig_mod`) wrappers."
+    "The plain module inside `torch.compile` (`._orig_mod`) and DDP, DataParallel or FSDP (`.module`) wrappers, however nested."
+    nn = torch.nn
     while True:
-        if hasattr(model, '_orig_mod'): model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel): model = model.module
+        if isinstance(getattr(model, '_orig_mod', None), nn.Module): model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or \
+             (type(model).__name__ == 'FullyShardedDataParallel' and isinstance(getattr(model, 'module', None), nn.Module)):
+            model = model.module
         else: return model
 
 def clean_state_dict(sd):

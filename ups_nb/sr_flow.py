@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from .config import Config, ConfigError
-from .runs import start_run, seed_everything, atomic_write, finished_result, to_json
-from .loop import make_accelerator
-from .gen_step import (GenStep, build_net, field_data, train_gen, first_items, sample, save_grid, save_spectra,
-                             spectrum_log_error, FieldData)
-from .losses import psnr, ssim, spectrum_error
+from .runs import seed_everything, atomic_write, to_json
+from .loop import open_run
+from .gen_step import GenStep, build_net, field_data, train_gen, first_items, sample, save_grid, save_spectra, FieldData
+from .metrics import psnr, ssim, spectrum_error, spectrum_log_error
 
 # %% auto #0
 __all__ = ['periodic_upsample', 'SRData', 'sr_metrics', 'sr_baselines', 'sr_pictures', 'evaluate_sr', 'sr_table', 'train_sr_flow']
@@ -90,9 +89,8 @@ def sr_table(ev:dict) -> str:
 def train_sr_flow(cfg:Config) -> dict:
     "Train the super-resolution flow-matching model of `cfg`, save sample grids and spectra, evaluate on the test split; returns eval.json's dict."
     if cfg.gen.objective != 'flow': raise ConfigError(f"config: task=sr_flow trains flow matching; gen.objective must be 'flow', got {cfg.gen.objective!r}")
-    acc = make_accelerator(cfg)
-    run_dir = start_run(cfg, acc.is_main_process, acc.device, acc.num_processes); acc.wait_for_everyone()
-    if (done := finished_result(run_dir)) is not None:
+    acc, run_dir, done = open_run(cfg)
+    if done is not None:
         if acc.is_main_process: print(f"run folder: {run_dir} is finished; its evaluation: {run_dir/'eval.json'}")
         return done
     seed_everything(cfg.seed)

@@ -10,7 +10,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .edm2 import count_params, unet_input
+from .edm2 import unet_input
+from .metrics import count_params
 
 # %% ../nbs/35_unet.ipynb #d3d5d682
 def timestep_embedding(t, dim, max_period=10000.0):

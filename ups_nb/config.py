@@ -41,6 +41,7 @@ class RunCfg:
     wandb: bool = F(False, 'also log to Weights & Biases (offline unless WANDB_MODE says otherwise)')
     tensorboard: bool = F(False, 'also log to TensorBoard')
 
+# %% ../nbs/00_config.ipynb #43cc4823
 @dataclass
 class DataCfg:
     "Which data, how it is split, sliced and batched."
@@ -64,12 +65,14 @@ class DataCfg:
     sr_factor: int = F(4, 'super-resolution factor (low-res = high-res / factor)', ge=1)
     periodic: bool = F(True, 'the domain is periodic (Burgers, NS, MHD); false for bounded boxes such as Darcy')
 
+# %% ../nbs/00_config.ipynb #b8e044c9
 @dataclass
 class LatentCfg:
     "The latent token space."
     dim: int = F(32, 'latent channels per token', ge=1, le=2**14)
     tokens: int = F(32, 'latent tokens per sample; must equal grid points / encoder.patch for the grid encoder', ge=1, le=2**24)
 
+# %% ../nbs/00_config.ipynb #3a9b349e
 @dataclass
 class EncoderCfg:
     kind: Literal['grid', 'point'] = F('grid', 'grid: patchify + conv stem; point: UPT supernodes + perceiver pooling')
@@ -77,6 +80,7 @@ class EncoderCfg:
     hidden: int = F(64, 'hidden width', ge=1, le=2**16)
     n_supernodes: int = F(64, 'supernodes (point encoder)', ge=1)
 
+# %% ../nbs/00_config.ipynb #4ea72a0f
 @dataclass
 class DecoderCfg:
     n_freqs: int = F(8, 'Fourier frequencies per coordinate of the query points', ge=1)
@@ -85,6 +89,7 @@ class DecoderCfg:
     depth: int = F(2, 'cross-attention blocks', ge=1, le=1024)
     local: bool = F(True, 'add the tokens interpolated at each query point to its embedding (a local path beside the cross-attention)')
 
+# %% ../nbs/00_config.ipynb #d8363d33
 @dataclass
 class OperatorCfg:
     "The PDE-Transformer latent operator."
@@ -100,6 +105,7 @@ class OperatorCfg:
     channels: int = F(1, 'channel groups of the channel-separated mode (must divide latent.dim)', ge=1)
     dt: float = F(0.0, 'physical time per operator step (0: derived from the data)', ge=0)
 
+# %% ../nbs/00_config.ipynb #6827b68f
 @dataclass
 class FNOCfg:
     "The FNO baseline (PDEBench's configuration by default)."
@@ -108,6 +114,7 @@ class FNOCfg:
     layers: int = F(4, 'Fourier layers', ge=1, le=1024)
     padding: int = F(0, 'zero-padding of the domain before the FFT (0 for periodic data, as PDEBench FNO1d; 2 for non-periodic)', ge=0)
 
+# %% ../nbs/00_config.ipynb #19f78f96
 @dataclass
 class TrainCfg:
     "The shared training loop: optimizer, schedule, EMA, stopping, precision."
@@ -130,6 +137,7 @@ class TrainCfg:
     wall_clock: float = F(0.0, 'stop a stage after this many seconds (0: no limit)', ge=0)
     nonfinite_skips: int = F(3, 'optimizer steps with a non-finite loss or gradient that are skipped (not applied) before the stage stops with an error', ge=0)
 
+# %% ../nbs/00_config.ipynb #f849526d
 @dataclass
 class StageCfg:
     "Per-stage settings; 0 means: take the value from `train`/`data`."
@@ -137,6 +145,7 @@ class StageCfg:
     lr: float = F(0.0, 'learning rate of this stage (0: train.lr)', ge=0)
     batch_size: int = F(0, 'batch size of this stage (0: data.batch_size)', ge=0)
 
+# %% ../nbs/00_config.ipynb #fa104876
 @dataclass
 class OperatorStageCfg(StageCfg):
     "Losses of the operator stage (design note 002), all weights in config."
@@ -155,12 +164,14 @@ class OperatorStageCfg(StageCfg):
     lambda_tv: float = F(0.0, 'edge-aware total variation', ge=0)
     lambda_conservation: float = F(0.0, 'soft mass/energy conservation penalty', ge=0)
 
+# %% ../nbs/00_config.ipynb #ead37735
 @dataclass
 class StagesCfg:
     autoencoder: StageCfg = F(StageCfg(), 'encoder + decoder on reconstruction')
     operator: OperatorStageCfg = F(OperatorStageCfg(), 'latent operator')
     fno: StageCfg = F(StageCfg(), 'the FNO baseline, trained for the same wall clock as the operator when fno.wall_clock=0')
 
+# %% ../nbs/00_config.ipynb #f3573c90
 @dataclass
 class GenCfg:
     "The generative toolbox: objective, weighting, timesteps, hacks, network, sampler."
@@ -206,6 +217,7 @@ class GenCfg:
     feature_steps: int = F(200, 'training steps of the small feature autoencoder behind frechet_feature_distance', ge=0)
     fid_weights: str = F('', "local Inception-v3 weights for true FID (needs torchvision; '' = off)")
 
+# %% ../nbs/00_config.ipynb #4cb02c05
 @dataclass
 class EvalCfg:
     "Physical-space evaluation."
@@ -214,6 +226,7 @@ class EvalCfg:
     baselines: list[Literal['persistence', 'fno']] = F(['persistence', 'fno'], 'baselines evaluated side by side')
     batch_size: int = F(32, 'evaluation batch size', ge=1)
 
+# %% ../nbs/00_config.ipynb #96b815a1
 @dataclass
 class Config:
     "The whole run."

@@ -9,6 +9,7 @@ __all__ = ['LAYOUTS', 'MAX_ABS', 'FormatError', 'atomic_h5', 'write_pdebench_1d'
 # %% ../nbs/14_formats.ipynb #1cd4364a
 import io, os, tempfile
 from contextlib import contextmanager
+from fastcore.basics import patch
 from pathlib import Path
 import numpy as np
 import h5py
@@ -230,8 +231,6 @@ class FieldFile:
         self.params.update(self._extra_params)
         self._check_time()
         self._check_finite_sample()
-
-    # -- handle management: one handle per process, never pickled
     def _file(self):
         if self._h5 is None or self._pid != os.getpid():
             try: self._h5 = h5py.File(self.path, 'r')
@@ -247,181 +246,211 @@ class FieldFile:
     def __repr__(self):
         return f"FieldFile({self.path.name}, {self.layout}, n_traj={self.n_traj}, n_t={self.n_t}, fields={self.fields}, spatial={self.spatial})"
 
-    # -- layouts
-    def _init_pdebench_1d(self, f):
-        ds = _get(f, self.path, 'tensor', (3, 4), '(N, T, X) or (N, T, X, Y)')
-        self.n_traj, self.n_t, *sp = ds.shape
-        self.spatial, self.fields, self._keys = tuple(sp), ['u'], ['tensor']
-        self.coords = {a: _coord(f, self.path, f'{a}-coordinate', n) for a, n in zip('xyz', sp)}
-        self.coords['t'] = _coord(f, self.path, 't-coordinate', self.n_t)
-        self._extra_params = _scalar_attrs(f.attrs)
-        self.params = {}
+# %% ../nbs/14_formats.ipynb #af891f89
+@patch
+def _init_pdebench_1d(self:FieldFile, f):
+    ds = _get(f, self.path, 'tensor', (3, 4), '(N, T, X) or (N, T, X, Y)')
+    self.n_traj, self.n_t, *sp = ds.shape
+    self.spatial, self.fields, self._keys = tuple(sp), ['u'], ['tensor']
+    self.coords = {a: _coord(f, self.path, f'{a}-coordinate', n) for a, n in zip('xyz', sp)}
+    self.coords['t'] = _coord(f, self.path, 't-coordinate', self.n_t)
+    self._extra_params = _scalar_attrs(f.attrs)
+    self.params = {}
 
-    def _init_pdebench_2d(self, f):
-        keys = [k for k in f.keys() if k not in _COORD_KEYS and isinstance(f[k], h5py.Dataset) and f[k].ndim >= 3]
-        shape = f[keys[0]].shape
-        for k in keys:
-            ds = _get(f, self.path, k, len(shape), '(N, T, *spatial)')
-            if ds.shape != shape: raise FormatError(self.path, f"has shape {ds.shape}, expected {shape} like '{keys[0]}'", k)
-        self.n_traj, self.n_t, *sp = shape
-        self.spatial, self.fields, self._keys = tuple(sp), keys, keys
-        self.coords = {a: _coord(f, self.path, f'{a}-coordinate', n) for a, n in zip('xyz', sp)}
-        self.coords['t'] = _coord(f, self.path, 't-coordinate', self.n_t)
-        self._extra_params, self.params = _scalar_attrs(f.attrs), {}
+# %% ../nbs/14_formats.ipynb #8e853f7d
+@patch
+def _init_pdebench_2d(self:FieldFile, f):
+    keys = [k for k in f.keys() if k not in _COORD_KEYS and isinstance(f[k], h5py.Dataset) and f[k].ndim >= 3]
+    shape = f[keys[0]].shape
+    for k in keys:
+        ds = _get(f, self.path, k, len(shape), '(N, T, *spatial)')
+        if ds.shape != shape: raise FormatError(self.path, f"has shape {ds.shape}, expected {shape} like '{keys[0]}'", k)
+    self.n_traj, self.n_t, *sp = shape
+    self.spatial, self.fields, self._keys = tuple(sp), keys, keys
+    self.coords = {a: _coord(f, self.path, f'{a}-coordinate', n) for a, n in zip('xyz', sp)}
+    self.coords['t'] = _coord(f, self.path, 't-coordinate', self.n_t)
+    self._extra_params, self.params = _scalar_attrs(f.attrs), {}
 
-    def _init_pdebench_groups(self, f):
-        self._keys = sorted(f.keys())
-        shape = _get(f[self._keys[0]], self.path, 'data').shape
-        for k in self._keys:
-            ds = _get(f[k], self.path, 'data', len(shape), '(T, *spatial, C)')
-            if ds.shape != shape: raise FormatError(self.path, f"has shape {ds.shape}, expected {shape}", f'{k}/data')
-        self.n_traj, (self.n_t, *sp, c) = len(self._keys), shape
-        self.spatial = tuple(sp)
-        names = f.attrs.get('field_names', None)
-        self.fields = [str(n) for n in names] if names is not None else [f'c{j}' for j in range(c)]
-        g = f[self._keys[0]]
-        if 'grid' not in g: raise FormatError(self.path, 'is missing', f'{self._keys[0]}/grid')
-        self.coords = {a: _coord(g['grid'], self.path, a, n) for a, n in zip('xyz', sp)}
-        self.coords['t'] = _coord(g['grid'], self.path, 't', self.n_t)
-        self._extra_params, self.params = _scalar_attrs(f.attrs), {}
+# %% ../nbs/14_formats.ipynb #9319d95b
+@patch
+def _init_pdebench_groups(self:FieldFile, f):
+    self._keys = sorted(f.keys())
+    shape = _get(f[self._keys[0]], self.path, 'data').shape
+    for k in self._keys:
+        ds = _get(f[k], self.path, 'data', len(shape), '(T, *spatial, C)')
+        if ds.shape != shape: raise FormatError(self.path, f"has shape {ds.shape}, expected {shape}", f'{k}/data')
+    self.n_traj, (self.n_t, *sp, c) = len(self._keys), shape
+    self.spatial = tuple(sp)
+    names = f.attrs.get('field_names', None)
+    self.fields = [str(n) for n in names] if names is not None else [f'c{j}' for j in range(c)]
+    g = f[self._keys[0]]
+    if 'grid' not in g: raise FormatError(self.path, 'is missing', f'{self._keys[0]}/grid')
+    self.coords = {a: _coord(g['grid'], self.path, a, n) for a, n in zip('xyz', sp)}
+    self.coords['t'] = _coord(g['grid'], self.path, 't', self.n_t)
+    self._extra_params, self.params = _scalar_attrs(f.attrs), {}
 
-    def _init_pdebench_darcy(self, f):
-        a = _get(f, self.path, 'nu', 3, '(N, X, Y)')
-        u = _get(f, self.path, 'tensor', 4, '(N, 1, X, Y)')
-        if u.shape != (a.shape[0], 1) + a.shape[1:]:
-            raise FormatError(self.path, f"has shape {u.shape}, expected {(a.shape[0], 1) + a.shape[1:]} to match 'nu'", 'tensor')
-        self.n_traj, self.n_t, self.spatial = a.shape[0], 1, a.shape[1:]
-        self.fields, self.in_fields, self.steady, self._keys = ['nu', 'u'], ['nu'], True, ['nu', 'tensor']
-        self.coords = {ax: _coord(f, self.path, f'{ax}-coordinate', n) for ax, n in zip('xy', self.spatial)}
-        self.coords['t'] = np.zeros(1, np.float32)
-        self._extra_params, self.params = _scalar_attrs(f.attrs), {}
+# %% ../nbs/14_formats.ipynb #c27083e5
+@patch
+def _init_pdebench_darcy(self:FieldFile, f):
+    a = _get(f, self.path, 'nu', 3, '(N, X, Y)')
+    u = _get(f, self.path, 'tensor', 4, '(N, 1, X, Y)')
+    if u.shape != (a.shape[0], 1) + a.shape[1:]:
+        raise FormatError(self.path, f"has shape {u.shape}, expected {(a.shape[0], 1) + a.shape[1:]} to match 'nu'", 'tensor')
+    self.n_traj, self.n_t, self.spatial = a.shape[0], 1, a.shape[1:]
+    self.fields, self.in_fields, self.steady, self._keys = ['nu', 'u'], ['nu'], True, ['nu', 'tensor']
+    self.coords = {ax: _coord(f, self.path, f'{ax}-coordinate', n) for ax, n in zip('xy', self.spatial)}
+    self.coords['t'] = np.zeros(1, np.float32)
+    self._extra_params, self.params = _scalar_attrs(f.attrs), {}
 
-    def _init_the_well(self, f):
-        for g in ('dimensions', 't0_fields', 't1_fields', 't2_fields'):
-            if g not in f: raise FormatError(self.path, 'is missing', g)
-        dims = f['dimensions']
-        sp_names = [str(s) for s in dims.attrs.get('spatial_dims', [])]
-        if not sp_names: raise FormatError(self.path, "has no 'spatial_dims' attribute", 'dimensions')
-        n_sp = len(sp_names)
-        self.n_traj = int(f.attrs.get('n_trajectories', 0))
-        self.fields, self._keys, shape = [], [], None
-        suffix = {1: lambda: [[d] for d in sp_names], 2: lambda: [[a, b] for a in sp_names for b in sp_names]}
-        for order in (0, 1, 2):
-            g = f[f't{order}_fields']
-            for k in g.attrs.get('field_names', list(g.keys())):
-                key = f't{order}_fields/{k}'
-                ds = _get(f, self.path, key)
-                sv, tv = bool(ds.attrs.get('sample_varying', True)), bool(ds.attrs.get('time_varying', True))
-                want = int(sv) + int(tv) + n_sp + order
-                if ds.ndim != want: raise FormatError(self.path, f"has rank {ds.ndim}, expected {want}", key)
-                sp = ds.shape[int(sv) + int(tv):int(sv) + int(tv) + n_sp]
-                if shape is None: shape = sp
-                elif sp != shape: raise FormatError(self.path, f"has spatial shape {sp}, expected {shape}", key)
-                if sv: self.n_traj = self.n_traj or ds.shape[0]
-                if sv and tv: self.n_t = ds.shape[1]
-                self._keys.append((key, order, sv, tv))
-                self.fields += [k] if order == 0 else ['_'.join([k] + s) for s in suffix[order]()]
-        if not self._keys: raise FormatError(self.path, 'has no fields in t0_fields, t1_fields or t2_fields')
-        if not hasattr(self, 'n_t'): self.n_t = int(dims['time'].shape[-1])
-        self.spatial = tuple(shape)
-        tt = _get(dims, self.path, 'time')[:].astype(np.float32)
-        self.coords = {d: _coord(dims, self.path, d, n) for d, n in zip(sp_names, shape)}
-        self.coords['t'] = tt.reshape(-1, tt.shape[-1])[0][:self.n_t] if tt.ndim > 1 else tt[:self.n_t]
-        if len(self.coords['t']) < self.n_t: raise FormatError(self.path, f"has {len(tt)} entries, expected {self.n_t}", 'dimensions/time')
-        self.params = _scalar_attrs({k: f.attrs[k] for k in f.attrs.get('simulation_parameters', []) if k in f.attrs})
-        self._extra_params = {}
-        if 'scalars' in f:
-            for k, ds in f['scalars'].items():
-                if ds.size == 1 and not ds.attrs.get('sample_varying', False) and not ds.attrs.get('time_varying', False):
-                    self.params.setdefault(k.lower(), float(np.asarray(ds[()]).ravel()[0]))
-        self.dataset_name = str(f.attrs.get('dataset_name', ''))
-        self.bcs = {str(g.attrs['associated_dims'][0]): str(g.attrs['bc_type']).lower()
-                    for g in f['boundary_conditions'].values()} if 'boundary_conditions' in f else {}
+# %% ../nbs/14_formats.ipynb #4b5cb8d2
+@patch
+def _init_the_well(self:FieldFile, f):
+    for g in ('dimensions', 't0_fields', 't1_fields', 't2_fields'):
+        if g not in f: raise FormatError(self.path, 'is missing', g)
+    dims = f['dimensions']
+    sp_names = [str(s) for s in dims.attrs.get('spatial_dims', [])]
+    if not sp_names: raise FormatError(self.path, "has no 'spatial_dims' attribute", 'dimensions')
+    n_sp = len(sp_names)
+    self.n_traj = int(f.attrs.get('n_trajectories', 0))
+    self.fields, self._keys, shape = [], [], None
+    suffix = {1: lambda: [[d] for d in sp_names], 2: lambda: [[a, b] for a in sp_names for b in sp_names]}
+    for order in (0, 1, 2):
+        g = f[f't{order}_fields']
+        for k in g.attrs.get('field_names', list(g.keys())):
+            key = f't{order}_fields/{k}'
+            ds = _get(f, self.path, key)
+            sv, tv = bool(ds.attrs.get('sample_varying', True)), bool(ds.attrs.get('time_varying', True))
+            want = int(sv) + int(tv) + n_sp + order
+            if ds.ndim != want: raise FormatError(self.path, f"has rank {ds.ndim}, expected {want}", key)
+            sp = ds.shape[int(sv) + int(tv):int(sv) + int(tv) + n_sp]
+            if shape is None: shape = sp
+            elif sp != shape: raise FormatError(self.path, f"has spatial shape {sp}, expected {shape}", key)
+            if sv: self.n_traj = self.n_traj or ds.shape[0]
+            if sv and tv: self.n_t = ds.shape[1]
+            self._keys.append((key, order, sv, tv))
+            self.fields += [k] if order == 0 else ['_'.join([k] + s) for s in suffix[order]()]
+    if not self._keys: raise FormatError(self.path, 'has no fields in t0_fields, t1_fields or t2_fields')
+    if not hasattr(self, 'n_t'): self.n_t = int(dims['time'].shape[-1])
+    self.spatial = tuple(shape)
+    tt = _get(dims, self.path, 'time')[:].astype(np.float32)
+    self.coords = {d: _coord(dims, self.path, d, n) for d, n in zip(sp_names, shape)}
+    self.coords['t'] = tt.reshape(-1, tt.shape[-1])[0][:self.n_t] if tt.ndim > 1 else tt[:self.n_t]
+    if len(self.coords['t']) < self.n_t: raise FormatError(self.path, f"has {len(tt)} entries, expected {self.n_t}", 'dimensions/time')
+    self.params = _scalar_attrs({k: f.attrs[k] for k in f.attrs.get('simulation_parameters', []) if k in f.attrs})
+    self._extra_params = {}
+    if 'scalars' in f:
+        for k, ds in f['scalars'].items():
+            if ds.size == 1 and not ds.attrs.get('sample_varying', False) and not ds.attrs.get('time_varying', False):
+                self.params.setdefault(k.lower(), float(np.asarray(ds[()]).ravel()[0]))
+    self.dataset_name = str(f.attrs.get('dataset_name', ''))
+    self.bcs = {str(g.attrs['associated_dims'][0]): str(g.attrs['bc_type']).lower()
+                for g in f['boundary_conditions'].values()} if 'boundary_conditions' in f else {}
 
-    # -- reading
-    @property
-    def n_channels(self): return len(self.fields)
+# %% ../nbs/14_formats.ipynb #35d7567e
+@patch(as_prop=True)
+def n_channels(self:FieldFile): return len(self.fields)
 
-    def _check_i(self, i):
-        if not -self.n_traj <= i < self.n_traj: raise IndexError(f"{self.path.name}: trajectory {i} out of range [0, {self.n_traj})")
-        return i % self.n_traj
+# %% ../nbs/14_formats.ipynb #71472f8f
+@patch
+def _check_i(self:FieldFile, i):
+    if not -self.n_traj <= i < self.n_traj: raise IndexError(f"{self.path.name}: trajectory {i} out of range [0, {self.n_traj})")
+    return i % self.n_traj
 
-    def read(self, i, t=slice(None)):
-        "Trajectory `i` at frames `t` as float32 (T, C, *spatial); steady files give (1, C_in + C_out, *spatial)."
-        try: return self._read(i, t)
-        except OSError as e: raise FormatError(self.path, f'cannot be read at trajectory {i} ({" ".join(str(e).split())[:120]})') from None
+# %% ../nbs/14_formats.ipynb #33776b1e
+@patch
+def read(self:FieldFile, i, t=slice(None)):
+    "Trajectory `i` at frames `t` as float32 (T, C, *spatial); steady files give (1, C_in + C_out, *spatial)."
+    try: return self._read(i, t)
+    except OSError as e: raise FormatError(self.path, f'cannot be read at trajectory {i} ({" ".join(str(e).split())[:120]})') from None
 
-    def _read(self, i, t):
-        i, f = self._check_i(int(i)), self._file()
-        tix, reorder = _time_index(t, self.n_t)
-        if self.steady:
-            out = np.concatenate(self.read_pair(i))[None]
-            return out if isinstance(t, slice) else out[[0] * (len(reorder))]
-        if self.layout in ('pdebench_1d',): out = f['tensor'][i, tix][:, None]
-        elif self.layout == 'pdebench_2d': out = np.stack([f[k][i, tix] for k in self._keys], 1)
-        elif self.layout == 'pdebench_groups': out = np.moveaxis(f[self._keys[i]]['data'][tix], -1, 1)
-        else: out = self._read_well(f, i, tix)
-        out = np.asarray(out, dtype=np.float32)
-        return out if reorder is None else out[reorder]
+# %% ../nbs/14_formats.ipynb #42a2f6d4
+@patch
+def _read(self:FieldFile, i, t):
+    i, f = self._check_i(int(i)), self._file()
+    tix, reorder = _time_index(t, self.n_t)
+    if self.steady:
+        out = np.concatenate(self.read_pair(i))[None]
+        return out if isinstance(t, slice) else out[[0] * (len(reorder))]
+    if self.layout in ('pdebench_1d',): out = f['tensor'][i, tix][:, None]
+    elif self.layout == 'pdebench_2d': out = np.stack([f[k][i, tix] for k in self._keys], 1)
+    elif self.layout == 'pdebench_groups': out = np.moveaxis(f[self._keys[i]]['data'][tix], -1, 1)
+    else: out = self._read_well(f, i, tix)
+    out = np.asarray(out, dtype=np.float32)
+    return out if reorder is None else out[reorder]
 
-    def _read_well(self, f, i, tix):
-        n_frames = len(range(*tix.indices(self.n_t))) if isinstance(tix, slice) else len(tix)
-        chans = []
-        for key, order, sv, tv in self._keys:
-            ds = f[key]
-            idx = ((i,) if sv else ()) + ((tix,) if tv else ())
-            a = ds[idx] if idx else ds[()]
-            if not tv: a = np.broadcast_to(a, (n_frames,) + a.shape)
-            a = a.reshape(a.shape[:1 + len(self.spatial)] + (-1,))       # (T, *spatial, D**order)
-            chans.append(np.moveaxis(a, -1, 1))
-        return np.concatenate(chans, 1)
+# %% ../nbs/14_formats.ipynb #78464b74
+@patch
+def _read_well(self:FieldFile, f, i, tix):
+    n_frames = len(range(*tix.indices(self.n_t))) if isinstance(tix, slice) else len(tix)
+    chans = []
+    for key, order, sv, tv in self._keys:
+        ds = f[key]
+        idx = ((i,) if sv else ()) + ((tix,) if tv else ())
+        a = ds[idx] if idx else ds[()]
+        if not tv: a = np.broadcast_to(a, (n_frames,) + a.shape)
+        a = a.reshape(a.shape[:1 + len(self.spatial)] + (-1,))       # (T, *spatial, D**order)
+        chans.append(np.moveaxis(a, -1, 1))
+    return np.concatenate(chans, 1)
 
-    def read_pair(self, i):
-        "Steady file: (coefficient (C_in, *spatial), solution (C_out, *spatial)) of sample `i`."
-        if not self.steady: raise ValueError(f"{self.path.name}: layout {self.layout} is time-dependent; use read(i, t)")
-        i, f = self._check_i(int(i)), self._file()
-        return f['nu'][i][None].astype(np.float32), f['tensor'][i].astype(np.float32)
+# %% ../nbs/14_formats.ipynb #13b9b392
+@patch
+def read_pair(self:FieldFile, i):
+    "Steady file: (coefficient (C_in, *spatial), solution (C_out, *spatial)) of sample `i`."
+    if not self.steady: raise ValueError(f"{self.path.name}: layout {self.layout} is time-dependent; use read(i, t)")
+    i, f = self._check_i(int(i)), self._file()
+    return f['nu'][i][None].astype(np.float32), f['tensor'][i].astype(np.float32)
 
-    # -- validation
-    def require_t(self, n):
-        "FormatError unless the time axis holds at least `n` frames."
-        if n > self.n_t: raise FormatError(self.path, f"time axis has {self.n_t} frames, fewer than the {n} requested")
-        return self
+# %% ../nbs/14_formats.ipynb #bb3e706c
+@patch
+def require_t(self:FieldFile, n):
+    "FormatError unless the time axis holds at least `n` frames."
+    if n > self.n_t: raise FormatError(self.path, f"time axis has {self.n_t} frames, fewer than the {n} requested")
+    return self
 
-    def _check_time(self):
-        "The time coordinate must be finite and strictly increasing."
-        t = self.coords['t']
-        if not np.isfinite(t).all(): raise FormatError(self.path, f'has NaN/Inf in its time coordinate (entry {int(np.argmin(np.isfinite(t)))})')
-        if not self.steady and (np.diff(t) <= 0).any():
-            raise FormatError(self.path, f'has a time coordinate that does not increase (entry {int(np.argmax(np.diff(t) <= 0)) + 1})')
+# %% ../nbs/14_formats.ipynb #ef958d6d
+@patch
+def _check_time(self:FieldFile):
+    "The time coordinate must be finite and strictly increasing."
+    t = self.coords['t']
+    if not np.isfinite(t).all(): raise FormatError(self.path, f'has NaN/Inf in its time coordinate (entry {int(np.argmin(np.isfinite(t)))})')
+    if not self.steady and (np.diff(t) <= 0).any():
+        raise FormatError(self.path, f'has a time coordinate that does not increase (entry {int(np.argmax(np.diff(t) <= 0)) + 1})')
 
-    def _check_finite(self, i, a, where):
-        if np.isfinite(a).all(): return
-        finite_per_channel = np.isfinite(np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)).all(1)
-        raise FormatError(self.path, f"has NaN/Inf in trajectory {i}{where} (field '{self.fields[int(np.argmin(finite_per_channel))]}')")
+# %% ../nbs/14_formats.ipynb #f2b7e1b8
+@patch
+def _check_finite(self:FieldFile, i, a, where):
+    if np.isfinite(a).all(): return
+    finite_per_channel = np.isfinite(np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)).all(1)
+    raise FormatError(self.path, f"has NaN/Inf in trajectory {i}{where} (field '{self.fields[int(np.argmin(finite_per_channel))]}')")
 
-    def _check_finite_sample(self):
-        "Cheap check on open: first and last frame of the first trajectory."
-        if self.n_traj == 0: raise FormatError(self.path, 'holds no trajectories')
-        self._check_finite(0, self.read(0, [0, self.n_t - 1]), '')
+# %% ../nbs/14_formats.ipynb #50432652
+@patch
+def _check_finite_sample(self:FieldFile):
+    "Cheap check on open: first and last frame of the first trajectory."
+    if self.n_traj == 0: raise FormatError(self.path, 'holds no trajectories')
+    self._check_finite(0, self.read(0, [0, self.n_t - 1]), '')
 
-    def check_trajectory(self, i:int, a=None):
-        "FormatError naming trajectory `i` (its frames `a`, read if not given) if it holds NaN/Inf, magnitudes beyond `MAX_ABS`, or frames that are exactly zero after non-zero ones (a zeroed block)."
-        a = self.read(i) if a is None else a
-        self._check_finite(i, a, '')
-        big = float(np.abs(a).max(initial=0))
-        if big > MAX_ABS: raise FormatError(self.path, f'has values up to {big:.3g} in trajectory {i}; beyond {MAX_ABS:.2g} their squares overflow float32 (corrupt, or not in physical units?)')
-        if self.steady: return a
-        zero = ~a.reshape(len(a), -1).any(1)
-        if zero.all(): raise FormatError(self.path, f'trajectory {i} is exactly zero in every frame (a lost write?)')
-        late = np.flatnonzero(zero[np.argmin(zero):]) + np.argmin(zero)
-        if late.size: raise FormatError(self.path, f'trajectory {i} is exactly zero from frame {late[0]} ({late.size} frame(s)) after non-zero frames (a zeroed block?)')
-        return a
+# %% ../nbs/14_formats.ipynb #d7447cd7
+@patch
+def check_trajectory(self:FieldFile, i:int, a=None):
+    "FormatError naming trajectory `i` (its frames `a`, read if not given) if it holds NaN/Inf, magnitudes beyond `MAX_ABS`, or frames that are exactly zero after non-zero ones (a zeroed block)."
+    a = self.read(i) if a is None else a
+    self._check_finite(i, a, '')
+    big = float(np.abs(a).max(initial=0))
+    if big > MAX_ABS: raise FormatError(self.path, f'has values up to {big:.3g} in trajectory {i}; beyond {MAX_ABS:.2g} their squares overflow float32 (corrupt, or not in physical units?)')
+    if self.steady: return a
+    zero = ~a.reshape(len(a), -1).any(1)
+    if zero.all(): raise FormatError(self.path, f'trajectory {i} is exactly zero in every frame (a lost write?)')
+    late = np.flatnonzero(zero[np.argmin(zero):]) + np.argmin(zero)
+    if late.size: raise FormatError(self.path, f'trajectory {i} is exactly zero from frame {late[0]} ({late.size} frame(s)) after non-zero frames (a zeroed block?)')
+    return a
 
-    def validate(self, full=True):
-        "Check every trajectory (one in memory at a time) with `check_trajectory`; FormatError naming the first bad one."
-        for i in (range(self.n_traj) if full else [0]): self.check_trajectory(i)
-        return self
+# %% ../nbs/14_formats.ipynb #82d706ca
+@patch
+def validate(self:FieldFile, full=True):
+    "Check every trajectory (one in memory at a time) with `check_trajectory`; FormatError naming the first bad one."
+    for i in (range(self.n_traj) if full else [0]): self.check_trajectory(i)
+    return self
 
 # %% ../nbs/14_formats.ipynb #2110be2a
 def open_fields(path, layout=None):

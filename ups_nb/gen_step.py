@@ -117,18 +117,8 @@ class GenStep:
         return torch.ones_like(t) if self.weighting is None else self.weighting(t, self.objective).to(t)
 
     def forward_loss(self, model, x0, t, eps, cond=None, self_cond_mask=None):
-        "(per-sample unweighted loss l (B,), raw output F, x̂0): one training forward, with the self-conditioning pass where `self_cond_mask`."
-        obj = self.objective
-        x_t = obj.noise(x0, eps, t)
-        sc = None
-        if self.gen.self_cond:  # Chen et al. 2022 (Analog Bits), Sec. 3.2: first pass with zero self-cond, detached, fed back
-            sc = torch.zeros_like(x0)
-            if self_cond_mask is not None and bool(self_cond_mask.any()):
-                with torch.no_grad(): est = obj.to_x0(obj.net_output(model, x_t, t, cond, sc), x_t, t)
-                sc = torch.where(bcast(self_cond_mask, x0), est.detach(), sc)
-        out = obj.net_output(model, x_t, t, cond, sc)
-        l = ((out.float() - obj.target(x0, eps, t).float()) ** 2).flatten(1).mean(1)
-        return l, out, x_t
+        "`Objective.forward` with this config's self-conditioning: (per-sample unweighted loss (B,), raw output F, x_t)."
+        return self.objective.forward(model, x0, t, eps, cond, self_cond_mask if self.gen.self_cond else None)
 
     def combine(self, l, t, out=None, x_t=None, x0=None, w_mean=None):
         "(loss, weighted-loss, spectral term) from per-sample losses: weighting, normalisation and the spectral term."

@@ -53,21 +53,26 @@ class Objective:
         if out.shape != x_t.shape: raise ObjectiveError(f"net: output shape {tuple(out.shape)} != input shape {tuple(x_t.shape)}")
         return out
 
-    def loss(self, net, x0, t, eps, weighting=None, cond=None, self_cond_prob=0.0, generator=None):
-        "Per-sample loss w(t)·mean((F − target)²), shape (B,); `weighting` is None, a callable w(t, objective) or a (B,) tensor."
+    def forward(self, net, x0, t, eps, cond=None, self_cond=None):
+        "The one training forward: (per-sample unweighted mean((F − target)²) (B,), raw output F, x_t); `self_cond` is None or a (B,) bool mask of samples whose second pass sees the first pass's detached x̂0."
         _check_pair(x0, eps)
         t = batch_t(t, x0)
         x_t = self.noise(x0, eps, t)
-        self_cond = None
-        if self_cond_prob > 0:  # Chen et al. 2022 (Analog Bits), Sec. 3.2 / Fig. 3: self-conditioning with probability p
-            self_cond = torch.zeros_like(x0)
-            use = torch.rand(x0.shape[0], generator=generator, device=x0.device) < self_cond_prob
-            if use.any():
-                with torch.no_grad():
-                    est = self.to_x0(self.net_output(net, x_t, t, cond, self_cond), x_t, t)
-                self_cond = torch.where(bcast(use, x0), est.detach(), self_cond)
-        out = self.net_output(net, x_t, t, cond, self_cond)
-        per_sample = ((out - self.target(x0, eps, t)) ** 2).flatten(1).mean(1)
+        sc = None
+        if self_cond is not None:  # Chen et al. 2022 (Analog Bits), Sec. 3.2 / Fig. 3: first pass with zero self-cond, detached, fed back
+            sc = torch.zeros_like(x0)
+            if bool(self_cond.any()):
+                with torch.no_grad(): est = self.to_x0(self.net_output(net, x_t, t, cond, sc), x_t, t)
+                sc = torch.where(bcast(self_cond, x0), est.detach(), sc)
+        out = self.net_output(net, x_t, t, cond, sc)
+        up = lambda a: a if a.dtype == torch.float64 else a.float()   # the squared error in at least float32, also under autocast
+        return ((up(out) - up(self.target(x0, eps, t))) ** 2).flatten(1).mean(1), out, x_t
+
+    def loss(self, net, x0, t, eps, weighting=None, cond=None, self_cond_prob=0.0, generator=None):
+        "Per-sample loss w(t)·mean((F − target)²), shape (B,); `weighting` is None, a callable w(t, objective) or a (B,) tensor; self-conditioning with probability `self_cond_prob`."
+        mask = torch.rand(x0.shape[0], generator=generator, device=x0.device) < self_cond_prob if self_cond_prob > 0 else None
+        per_sample = self.forward(net, x0, t, eps, cond, mask)[0]
+        t = batch_t(t, x0)
         if weighting is None: return per_sample
         w = weighting(t, self) if callable(weighting) else torch.as_tensor(weighting, dtype=per_sample.dtype)
         if w.shape != per_sample.shape: raise ObjectiveError(f"weighting: expected shape {tuple(per_sample.shape)}, got {tuple(w.shape)}")

@@ -11,7 +11,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 import yaml
 
 # %% auto #0
-__all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'F', 'RunCfg',
+__all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'key', 'RunCfg',
            'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'TrainCfg', 'StageCfg',
            'OperatorStageCfg', 'StagesCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys',
            'to_dict', 'from_dict', 'generated_frames', 'check_frames', 'check_consistency', 'builtin_configs',
@@ -23,7 +23,7 @@ class ConfigError(ValueError):
     "A bad config: the message is one line that names the field or file."
 
 # %% ../nbs/00_config.ipynb #71fe2eba
-def F(default, doc='', ge=None, gt=None, le=None, lt=None):
+def key(default, doc='', ge=None, gt=None, le=None, lt=None):
     "Declare a config key with a `default`, a `doc` string and an optional numeric range."
     kw = dict(metadata=dict(doc=doc, ge=ge, gt=gt, le=le, lt=lt))
     if isinstance(default, (list, dict)) or is_dataclass(default): return field(default_factory=lambda d=default: copy.deepcopy(d), **kw)
@@ -33,218 +33,218 @@ def F(default, doc='', ge=None, gt=None, le=None, lt=None):
 @dataclass
 class RunCfg:
     "Where a run lives and how it reports."
-    out_dir: str = F('runs', 'folder that holds one sub-folder per run')
-    name: str = F('', "run name prefix ('' uses the config name)")
-    log_every: int = F(10, 'log a JSONL training event every N optimizer steps', ge=1)
-    ckpt_every: int = F(200, 'write the resumable checkpoint every N optimizer steps', ge=1)
-    progress: bool = F(True, 'show a progress bar')
-    wandb: bool = F(False, 'also log to Weights & Biases (offline unless WANDB_MODE says otherwise)')
-    tensorboard: bool = F(False, 'also log to TensorBoard')
+    out_dir: str = key('runs', 'folder that holds one sub-folder per run')
+    name: str = key('', "run name prefix ('' uses the config name)")
+    log_every: int = key(10, 'log a JSONL training event every N optimizer steps', ge=1)
+    ckpt_every: int = key(200, 'write the resumable checkpoint every N optimizer steps', ge=1)
+    progress: bool = key(True, 'show a progress bar')
+    wandb: bool = key(False, 'also log to Weights & Biases (offline unless WANDB_MODE says otherwise)')
+    tensorboard: bool = key(False, 'also log to TensorBoard')
 
 # %% ../nbs/00_config.ipynb #43cc4823
 @dataclass
 class DataCfg:
     "Which data, how it is split, sliced and batched."
-    dataset: Literal['burgers1d', 'ns2d', 'mhd2d', 'darcy2d'] = F('burgers1d', 'which generator makes the data when `path` does not exist')
-    path: str = F('', "HDF5 file (PDEBench or The Well layout); '' means data/<config name>.h5, generated on first use")
-    n_traj: int = F(64, 'trajectories to generate', ge=3, le=10**6)
-    nx: int = F(1024, 'grid points per axis of the generated data', ge=8, le=2**16)
-    t_end: float = F(2.0, 'final time of the generated trajectories', gt=0)
-    dt_out: float = F(0.01, 'time between saved frames', gt=0)
-    nu: list[float] = F([0.01], 'viscosities (one generated set per value)')
-    x_down: int = F(4, 'spatial downsampling factor (PDEBench protocol: 1024 -> 256 is 4)', ge=1, le=2**16)
-    t_down: int = F(5, 'temporal downsampling factor (PDEBench protocol: 201 -> 41 frames is 5)', ge=1, le=10**6)
-    initial_step: int = F(1, 'input frames given to the model (PDEBench initial_step)', ge=1, le=10**4)
-    time_stride: int = F(1, 'frames between input and target of a one-step pair', ge=1, le=10**6)
-    splits: list[float] = F([0.8, 0.1, 0.1], 'train/val/test fractions, split by trajectory')
-    split_seed: int = F(0, 'seed of the trajectory split')
-    batch_size: int = F(16, 'per-process batch size', ge=1, le=2**20)
-    num_workers: int = F(0, 'DataLoader worker processes', ge=0, le=256)
-    pin_memory: bool = F(False, 'pin host memory for faster GPU copies')
-    temperature: float = F(0.7, 'mixture sampling: dataset probability proportional to size**temperature', ge=0, le=1)
-    sr_factor: int = F(4, 'super-resolution factor (low-res = high-res / factor)', ge=1)
-    periodic: bool = F(True, 'the domain is periodic (Burgers, NS, MHD); false for bounded boxes such as Darcy')
+    dataset: Literal['burgers1d', 'ns2d', 'mhd2d', 'darcy2d'] = key('burgers1d', 'which generator makes the data when `path` does not exist')
+    path: str = key('', "HDF5 file (PDEBench or The Well layout); '' means data/<config name>.h5, generated on first use")
+    n_traj: int = key(64, 'trajectories to generate', ge=3, le=10**6)
+    nx: int = key(1024, 'grid points per axis of the generated data', ge=8, le=2**16)
+    t_end: float = key(2.0, 'final time of the generated trajectories', gt=0)
+    dt_out: float = key(0.01, 'time between saved frames', gt=0)
+    nu: list[float] = key([0.01], 'viscosities (one generated set per value)')
+    x_down: int = key(4, 'spatial downsampling factor (PDEBench protocol: 1024 -> 256 is 4)', ge=1, le=2**16)
+    t_down: int = key(5, 'temporal downsampling factor (PDEBench protocol: 201 -> 41 frames is 5)', ge=1, le=10**6)
+    initial_step: int = key(1, 'input frames given to the model (PDEBench initial_step)', ge=1, le=10**4)
+    time_stride: int = key(1, 'frames between input and target of a one-step pair', ge=1, le=10**6)
+    splits: list[float] = key([0.8, 0.1, 0.1], 'train/val/test fractions, split by trajectory')
+    split_seed: int = key(0, 'seed of the trajectory split')
+    batch_size: int = key(16, 'per-process batch size', ge=1, le=2**20)
+    num_workers: int = key(0, 'DataLoader worker processes', ge=0, le=256)
+    pin_memory: bool = key(False, 'pin host memory for faster GPU copies')
+    temperature: float = key(0.7, 'mixture sampling: dataset probability proportional to size**temperature', ge=0, le=1)
+    sr_factor: int = key(4, 'super-resolution factor (low-res = high-res / factor)', ge=1)
+    periodic: bool = key(True, 'the domain is periodic (Burgers, NS, MHD); false for bounded boxes such as Darcy')
 
 # %% ../nbs/00_config.ipynb #b8e044c9
 @dataclass
 class LatentCfg:
     "The latent token space."
-    dim: int = F(32, 'latent channels per token', ge=1, le=2**14)
-    tokens: int = F(32, 'latent tokens per sample; must equal grid points / encoder.patch for the grid encoder', ge=1, le=2**24)
+    dim: int = key(32, 'latent channels per token', ge=1, le=2**14)
+    tokens: int = key(32, 'latent tokens per sample; must equal grid points / encoder.patch for the grid encoder', ge=1, le=2**24)
 
 # %% ../nbs/00_config.ipynb #3a9b349e
 @dataclass
 class EncoderCfg:
-    kind: Literal['grid', 'point'] = F('grid', 'grid: patchify + conv stem; point: UPT supernodes + perceiver pooling')
-    patch: int = F(8, 'patch size per axis (grid encoder)', ge=1, le=2**12)
-    hidden: int = F(64, 'hidden width', ge=1, le=2**16)
-    n_supernodes: int = F(64, 'supernodes (point encoder)', ge=1)
+    kind: Literal['grid', 'point'] = key('grid', 'grid: patchify + conv stem; point: UPT supernodes + perceiver pooling')
+    patch: int = key(8, 'patch size per axis (grid encoder)', ge=1, le=2**12)
+    hidden: int = key(64, 'hidden width', ge=1, le=2**16)
+    n_supernodes: int = key(64, 'supernodes (point encoder)', ge=1)
 
 # %% ../nbs/00_config.ipynb #4ea72a0f
 @dataclass
 class DecoderCfg:
-    n_freqs: int = F(8, 'Fourier frequencies per coordinate of the query points', ge=1)
-    hidden: int = F(64, 'hidden width', ge=1, le=2**16)
-    heads: int = F(4, 'cross-attention heads', ge=1, le=1024)
-    depth: int = F(2, 'cross-attention blocks', ge=1, le=1024)
-    local: bool = F(True, 'add the tokens interpolated at each query point to its embedding (a local path beside the cross-attention)')
+    n_freqs: int = key(8, 'Fourier frequencies per coordinate of the query points', ge=1)
+    hidden: int = key(64, 'hidden width', ge=1, le=2**16)
+    heads: int = key(4, 'cross-attention heads', ge=1, le=1024)
+    depth: int = key(2, 'cross-attention blocks', ge=1, le=1024)
+    local: bool = key(True, 'add the tokens interpolated at each query point to its embedding (a local path beside the cross-attention)')
 
 # %% ../nbs/00_config.ipynb #d8363d33
 @dataclass
 class OperatorCfg:
     "The PDE-Transformer latent operator."
-    preset: str = F('tiny', 'size preset: tiny, tiny2d, S, B, L')
-    input_dim: int = F(0, 'token dimension the backbone takes (0: latent.dim; otherwise must equal it)', ge=0)
-    hidden: int = F(0, 'backbone width (0: from preset)', ge=0, le=2**16)
-    depths: list[int] = F([], 'blocks per U-stage (empty: from preset)')
-    heads: int = F(0, 'attention heads (0: from preset)', ge=0, le=1024)
-    window: int = F(0, 'attention window in tokens per axis (0: from preset)', ge=0, le=2**16)
-    drop_path: float = F(0.0, 'stochastic depth rate', ge=0, lt=1)
-    grad_ckpt: bool = F(False, 'activation checkpointing')
-    channel_separated: bool = F(False, 'channel-separated tokens: the token dimension is split into operator.channels groups that share weights')
-    channels: int = F(1, 'channel groups of the channel-separated mode (must divide latent.dim)', ge=1)
-    dt: float = F(0.0, 'physical time per operator step (0: derived from the data)', ge=0)
+    preset: str = key('tiny', 'size preset: tiny, tiny2d, S, B, L')
+    input_dim: int = key(0, 'token dimension the backbone takes (0: latent.dim; otherwise must equal it)', ge=0)
+    hidden: int = key(0, 'backbone width (0: from preset)', ge=0, le=2**16)
+    depths: list[int] = key([], 'blocks per U-stage (empty: from preset)')
+    heads: int = key(0, 'attention heads (0: from preset)', ge=0, le=1024)
+    window: int = key(0, 'attention window in tokens per axis (0: from preset)', ge=0, le=2**16)
+    drop_path: float = key(0.0, 'stochastic depth rate', ge=0, lt=1)
+    grad_ckpt: bool = key(False, 'activation checkpointing')
+    channel_separated: bool = key(False, 'channel-separated tokens: the token dimension is split into operator.channels groups that share weights')
+    channels: int = key(1, 'channel groups of the channel-separated mode (must divide latent.dim)', ge=1)
+    dt: float = key(0.0, 'physical time per operator step (0: derived from the data)', ge=0)
 
 # %% ../nbs/00_config.ipynb #6827b68f
 @dataclass
 class FNOCfg:
     "The FNO baseline (PDEBench's configuration by default)."
-    modes: int = F(12, 'Fourier modes per axis', ge=1, le=2**15)
-    width: int = F(20, 'channel width', ge=1, le=2**16)
-    layers: int = F(4, 'Fourier layers', ge=1, le=1024)
-    padding: int = F(0, 'zero-padding of the domain before the FFT (0 for periodic data, as PDEBench FNO1d; 2 for non-periodic)', ge=0)
+    modes: int = key(12, 'Fourier modes per axis', ge=1, le=2**15)
+    width: int = key(20, 'channel width', ge=1, le=2**16)
+    layers: int = key(4, 'Fourier layers', ge=1, le=1024)
+    padding: int = key(0, 'zero-padding of the domain before the FFT (0 for periodic data, as PDEBench FNO1d; 2 for non-periodic)', ge=0)
 
 # %% ../nbs/00_config.ipynb #19f78f96
 @dataclass
 class TrainCfg:
     "The shared training loop: optimizer, schedule, EMA, stopping, precision."
-    epochs: int = F(10, 'epochs (per stage unless the stage sets its own)', ge=0)
-    max_steps: int = F(0, 'stop after this many optimizer steps (0: no limit)', ge=0)
-    lr: float = F(1e-3, 'peak learning rate', gt=0)
-    min_lr: float = F(1e-7, 'cosine decay floor (hack 1 of design note 000)', ge=0)
-    warmup_steps: int = F(0, 'linear warmup steps', ge=0)
-    betas: list[float] = F([0.9, 0.999], 'AdamW betas')
-    weight_decay: float = F(0.0, 'AdamW weight decay', ge=0)
-    grad_clip: float = F(1.0, 'clip the global gradient norm (0: off; the pre-clip norm is logged either way)', ge=0)
-    accum_steps: int = F(1, 'gradient accumulation steps', ge=1, le=2**16)
-    mixed_precision: Literal['no', 'bf16', 'fp16'] = F('no', 'autocast precision')
-    ema_decay: float = F(0.0, 'EMA decay (0: no EMA)', ge=0, lt=1)
-    ema_start_step: int = F(0, 'EMA delayed start: copy the model in at this step (hack 2)', ge=0)
-    ema_warmup_gamma: int = F(0, 'EMA decay warm-up (hack 7): decay = min(ema_decay, s/(s + gamma)) s steps after the EMA starts, 1/2 at s = gamma (0: off)', ge=0)
-    patience: int = F(0, 'early stopping: epochs without validation improvement (0: off)', ge=0)
-    target_loss: float = F(0.0, 'stop once the validation loss reaches this (0: off)', ge=0)
-    compile: bool = F(False, 'torch.compile the model')
-    wall_clock: float = F(0.0, 'stop a stage after this many seconds (0: no limit)', ge=0)
-    nonfinite_skips: int = F(3, 'optimizer steps with a non-finite loss or gradient that are skipped (not applied) before the stage stops with an error', ge=0)
+    epochs: int = key(10, 'epochs (per stage unless the stage sets its own)', ge=0)
+    max_steps: int = key(0, 'stop after this many optimizer steps (0: no limit)', ge=0)
+    lr: float = key(1e-3, 'peak learning rate', gt=0)
+    min_lr: float = key(1e-7, 'cosine decay floor (hack 1 of design note 000)', ge=0)
+    warmup_steps: int = key(0, 'linear warmup steps', ge=0)
+    betas: list[float] = key([0.9, 0.999], 'AdamW betas')
+    weight_decay: float = key(0.0, 'AdamW weight decay', ge=0)
+    grad_clip: float = key(1.0, 'clip the global gradient norm (0: off; the pre-clip norm is logged either way)', ge=0)
+    accum_steps: int = key(1, 'gradient accumulation steps', ge=1, le=2**16)
+    mixed_precision: Literal['no', 'bf16', 'fp16'] = key('no', 'autocast precision')
+    ema_decay: float = key(0.0, 'EMA decay (0: no EMA)', ge=0, lt=1)
+    ema_start_step: int = key(0, 'EMA delayed start: copy the model in at this step (hack 2)', ge=0)
+    ema_warmup_gamma: int = key(0, 'EMA decay warm-up (hack 7): decay = min(ema_decay, s/(s + gamma)) s steps after the EMA starts, 1/2 at s = gamma (0: off)', ge=0)
+    patience: int = key(0, 'early stopping: epochs without validation improvement (0: off)', ge=0)
+    target_loss: float = key(0.0, 'stop once the validation loss reaches this (0: off)', ge=0)
+    compile: bool = key(False, 'torch.compile the model')
+    wall_clock: float = key(0.0, 'stop a stage after this many seconds (0: no limit)', ge=0)
+    nonfinite_skips: int = key(3, 'optimizer steps with a non-finite loss or gradient that are skipped (not applied) before the stage stops with an error', ge=0)
 
 # %% ../nbs/00_config.ipynb #f849526d
 @dataclass
 class StageCfg:
     "Per-stage settings; 0 means: take the value from `train`/`data`."
-    epochs: int = F(0, 'epochs of this stage (0: train.epochs)', ge=0)
-    lr: float = F(0.0, 'learning rate of this stage (0: train.lr)', ge=0)
-    batch_size: int = F(0, 'batch size of this stage (0: data.batch_size)', ge=0)
+    epochs: int = key(0, 'epochs of this stage (0: train.epochs)', ge=0)
+    lr: float = key(0.0, 'learning rate of this stage (0: train.lr)', ge=0)
+    batch_size: int = key(0, 'batch size of this stage (0: data.batch_size)', ge=0)
 
 # %% ../nbs/00_config.ipynb #fa104876
 @dataclass
 class OperatorStageCfg(StageCfg):
     "Losses of the operator stage (design note 002), all weights in config."
-    lambda_forward: float = F(1.0, 'latent one-step loss', ge=0)
-    lambda_phys: float = F(1.0, 'physical-space one-step loss through the decoder', ge=0)
-    lambda_inv_enc: float = F(0.0, 'inverse-encoding loss: decode(encode(u)) vs u', ge=0)
-    lambda_inv_dec: float = F(0.0, 'inverse-decoding loss: encode(decode(z)) vs z', ge=0)
-    inverse_warmup_epochs: int = F(15, 'inverse losses are 0 for this many epochs, then ramp linearly', ge=0)
-    inverse_max_weight: float = F(0.05, 'cap on the inverse-loss weights', ge=0)
-    lambda_rollout: float = F(0.0, 'multi-step rollout loss', ge=0)
-    rollout_horizons: list[int] = F([1, 4, 8], 'rollout horizon curriculum')
-    horizon_epochs: list[int] = F([0, 3, 6], 'epoch at which each horizon starts')
-    freeze_bottom_on_grow: bool = F(False, 'freeze the bottom third of the backbone when the horizon first grows')
-    lambda_spectral: float = F(0.0, 'spectral energy loss', ge=0)
-    lambda_nrmse: float = F(0.0, 'nRMSE term', ge=0)
-    lambda_tv: float = F(0.0, 'edge-aware total variation', ge=0)
-    lambda_conservation: float = F(0.0, 'soft mass/energy conservation penalty', ge=0)
+    lambda_forward: float = key(1.0, 'latent one-step loss', ge=0)
+    lambda_phys: float = key(1.0, 'physical-space one-step loss through the decoder', ge=0)
+    lambda_inv_enc: float = key(0.0, 'inverse-encoding loss: decode(encode(u)) vs u', ge=0)
+    lambda_inv_dec: float = key(0.0, 'inverse-decoding loss: encode(decode(z)) vs z', ge=0)
+    inverse_warmup_epochs: int = key(15, 'inverse losses are 0 for this many epochs, then ramp linearly', ge=0)
+    inverse_max_weight: float = key(0.05, 'cap on the inverse-loss weights', ge=0)
+    lambda_rollout: float = key(0.0, 'multi-step rollout loss', ge=0)
+    rollout_horizons: list[int] = key([1, 4, 8], 'rollout horizon curriculum')
+    horizon_epochs: list[int] = key([0, 3, 6], 'epoch at which each horizon starts')
+    freeze_bottom_on_grow: bool = key(False, 'freeze the bottom third of the backbone when the horizon first grows')
+    lambda_spectral: float = key(0.0, 'spectral energy loss', ge=0)
+    lambda_nrmse: float = key(0.0, 'nRMSE term', ge=0)
+    lambda_tv: float = key(0.0, 'edge-aware total variation', ge=0)
+    lambda_conservation: float = key(0.0, 'soft mass/energy conservation penalty', ge=0)
 
 # %% ../nbs/00_config.ipynb #ead37735
 @dataclass
 class StagesCfg:
-    autoencoder: StageCfg = F(StageCfg(), 'encoder + decoder on reconstruction')
-    operator: OperatorStageCfg = F(OperatorStageCfg(), 'latent operator')
-    fno: StageCfg = F(StageCfg(), 'the FNO baseline, trained for the same wall clock as the operator when fno.wall_clock=0')
+    autoencoder: StageCfg = key(StageCfg(), 'encoder + decoder on reconstruction')
+    operator: OperatorStageCfg = key(OperatorStageCfg(), 'latent operator')
+    fno: StageCfg = key(StageCfg(), 'the FNO baseline, trained for the same wall clock as the operator when fno.wall_clock=0')
 
 # %% ../nbs/00_config.ipynb #f3573c90
 @dataclass
 class GenCfg:
     "The generative toolbox: objective, weighting, timesteps, hacks, network, sampler."
-    objective: Literal['flow', 'edm', 'ddpm', 'v'] = F('flow', 'flow matching, EDM x0, DDPM epsilon or v-prediction')
-    schedule: Literal['linear', 'cosine'] = F('linear', 'beta schedule (ddpm, v)')
-    n_timesteps: int = F(1000, 'discrete timesteps T (ddpm, v)', ge=2)
-    sigma_data: float = F(0.5, 'data standard deviation (EDM)', gt=0)
-    sigma_min: float = F(0.002, 'EDM sigma range', gt=0)
-    sigma_max: float = F(80.0, 'EDM sigma range', gt=0)
-    weighting: Literal['none', 'edm', 'edm_a', 'edm_b', 'edm_c', 'min_snr', 'inv_max_snr', 'min_snr_norm'] = F('none', 'loss weighting over t')
-    gamma: float = F(5.0, 'Min-SNR gamma', gt=0)
-    normalise_loss: bool = F(False, 'divide the weighted loss by the mean weight (note 001 option 4)')
-    timesteps: Literal['uniform', 'filtered', 'lognormal', 'logitnormal', 'beta'] = F('uniform', 'timestep sampler')
-    t_filter: float = F(0.02, 'filtered sampler: skip this fraction at each end', ge=0, lt=0.5)
-    p_mean: float = F(-1.2, 'log-normal sampler mean of ln sigma (EDM P_mean)')
-    p_std: float = F(1.2, 'log-normal sampler std of ln sigma (EDM P_std)', gt=0)
-    logit_mean: float = F(0.0, 'logit-normal mean')
-    logit_std: float = F(1.0, 'logit-normal std', gt=0)
-    beta_a: float = F(1.0, 'Beta sampler alpha', gt=0)
-    beta_b: float = F(1.0, 'Beta sampler beta', gt=0)
-    self_cond: bool = F(False, 'self-conditioning (hack 5)')
-    self_cond_p: float = F(0.5, 'probability of the self-conditioning pass', ge=0, le=1)
-    p_uncond: float = F(0.0, 'CFG: drop the conditioning with this probability (hack 6)', ge=0, le=1)
-    guidance: float = F(0.0, 'CFG scale w at sampling: (1+w) cond - w uncond', ge=0)
-    spectral_weight: float = F(0.0, 'log-amplitude spectral loss weight (hack 8)', ge=0)
-    spectral_k_power: float = F(0.0, 'weight the spectral loss by |k|**p', ge=0)
-    force_weight_norm: bool = F(False, 'EDM2 forced weight normalisation after each step (hack 3; edm2 net only)')
-    power_ema: list[float] = F([], 'EDM2 power-function EMA profiles sigma_rel (empty: off; hack 7)')
-    net: Literal['edm2', 'unet'] = F('edm2', 'denoiser network')
-    preset: str = F('tiny', 'network size preset')
-    sampler: Literal['euler', 'heun', 'ddpm', 'ddim', 'edm_heun'] = F('euler', 'sampler for periodic samples and evaluation')
-    steps: int = F(32, 'sampler steps (NFE per sample for euler/ddim)', ge=1)
-    eta: float = F(0.0, 'DDIM eta', ge=0, le=1)
-    overfit: bool = F(False, 'overfit mode: one fixed batch, EMA from step 0')
-    sample_every: int = F(0, 'save a sample grid and spectra every N steps (0: off)', ge=0)
-    t_buckets: int = F(10, 'timestep buckets for per-t loss logging', ge=1)
-    grad_bucket_every: int = F(0, 'log the gradient norm per t bucket every N steps (0: off)', ge=0)
-    resolution: int = F(32, 'image / field resolution', ge=4)
-    channels: int = F(1, 'field channels', ge=1)
-    sr_down: Literal['area', 'spectral'] = F('area', 'super-resolution: how the low-res field is made from the high-res one')
-    sr_up: Literal['bicubic', 'nearest'] = F('bicubic', 'super-resolution: periodic upsampling of the low-res field to the conditioning input')
-    n_eval: int = F(16, 'samples drawn for the final evaluation', ge=2)
-    feature_steps: int = F(200, 'training steps of the small feature autoencoder behind frechet_feature_distance', ge=0)
-    fid_weights: str = F('', "local Inception-v3 weights for true FID (needs torchvision; '' = off)")
+    objective: Literal['flow', 'edm', 'ddpm', 'v'] = key('flow', 'flow matching, EDM x0, DDPM epsilon or v-prediction')
+    schedule: Literal['linear', 'cosine'] = key('linear', 'beta schedule (ddpm, v)')
+    n_timesteps: int = key(1000, 'discrete timesteps T (ddpm, v)', ge=2)
+    sigma_data: float = key(0.5, 'data standard deviation (EDM)', gt=0)
+    sigma_min: float = key(0.002, 'EDM sigma range', gt=0)
+    sigma_max: float = key(80.0, 'EDM sigma range', gt=0)
+    weighting: Literal['none', 'edm', 'edm_a', 'edm_b', 'edm_c', 'min_snr', 'inv_max_snr', 'min_snr_norm'] = key('none', 'loss weighting over t')
+    gamma: float = key(5.0, 'Min-SNR gamma', gt=0)
+    normalise_loss: bool = key(False, 'divide the weighted loss by the mean weight (note 001 option 4)')
+    timesteps: Literal['uniform', 'filtered', 'lognormal', 'logitnormal', 'beta'] = key('uniform', 'timestep distribution')
+    t_filter: float = key(0.02, 'filtered sampler: skip this fraction at each end', ge=0, lt=0.5)
+    p_mean: float = key(-1.2, 'log-normal sampler mean of ln sigma (EDM P_mean)')
+    p_std: float = key(1.2, 'log-normal sampler std of ln sigma (EDM P_std)', gt=0)
+    logit_mean: float = key(0.0, 'logit-normal mean')
+    logit_std: float = key(1.0, 'logit-normal std', gt=0)
+    beta_a: float = key(1.0, 'Beta sampler alpha', gt=0)
+    beta_b: float = key(1.0, 'Beta sampler beta', gt=0)
+    self_cond: bool = key(False, 'self-conditioning (hack 5)')
+    self_cond_p: float = key(0.5, 'probability of the self-conditioning pass', ge=0, le=1)
+    p_uncond: float = key(0.0, 'CFG: drop the conditioning with this probability (hack 6)', ge=0, le=1)
+    guidance: float = key(0.0, 'CFG scale w at sampling: (1+w) cond - w uncond', ge=0)
+    spectral_weight: float = key(0.0, 'log-amplitude spectral loss weight (hack 8)', ge=0)
+    spectral_k_power: float = key(0.0, 'weight the spectral loss by |k|**p', ge=0)
+    force_weight_norm: bool = key(False, 'EDM2 forced weight normalisation after each step (hack 3; edm2 net only)')
+    power_ema: list[float] = key([], 'EDM2 power-function EMA profiles sigma_rel (empty: off; hack 7)')
+    net: Literal['edm2', 'unet'] = key('edm2', 'denoiser network')
+    preset: str = key('tiny', 'network size preset')
+    sampler: Literal['euler', 'heun', 'ddpm', 'ddim', 'edm_heun'] = key('euler', 'sampler for periodic samples and evaluation')
+    steps: int = key(32, 'sampler steps (NFE per sample for euler/ddim)', ge=1)
+    eta: float = key(0.0, 'DDIM eta', ge=0, le=1)
+    overfit: bool = key(False, 'overfit mode: one fixed batch, EMA from step 0')
+    sample_every: int = key(0, 'save a sample grid and spectra every N steps (0: off)', ge=0)
+    t_buckets: int = key(10, 'timestep buckets for per-t loss logging', ge=1)
+    grad_bucket_every: int = key(0, 'log the gradient norm per t bucket every N steps (0: off)', ge=0)
+    resolution: int = key(32, 'image / field resolution', ge=4)
+    channels: int = key(1, 'field channels', ge=1)
+    sr_down: Literal['area', 'spectral'] = key('area', 'super-resolution: how the low-res field is made from the high-res one')
+    sr_up: Literal['bicubic', 'nearest'] = key('bicubic', 'super-resolution: periodic upsampling of the low-res field to the conditioning input')
+    n_eval: int = key(16, 'samples drawn for the final evaluation', ge=2)
+    feature_steps: int = key(200, 'training steps of the small feature autoencoder behind frechet_feature_distance', ge=0)
+    fid_weights: str = key('', "local Inception-v3 weights for true FID (needs torchvision; '' = off)")
 
 # %% ../nbs/00_config.ipynb #4cb02c05
 @dataclass
 class EvalCfg:
     "Physical-space evaluation."
-    rollout_steps: int = F(0, 'autoregressive rollout length (0: the whole test trajectory)', ge=0)
-    corr_threshold: float = F(0.8, 'correlation horizon: first step where correlation drops below this', gt=0, le=1)
-    baselines: list[Literal['persistence', 'fno']] = F(['persistence', 'fno'], 'baselines evaluated side by side')
-    batch_size: int = F(32, 'evaluation batch size', ge=1)
+    rollout_steps: int = key(0, 'autoregressive rollout length (0: the whole test trajectory)', ge=0)
+    corr_threshold: float = key(0.8, 'correlation horizon: first step where correlation drops below this', gt=0, le=1)
+    baselines: list[Literal['persistence', 'fno']] = key(['persistence', 'fno'], 'baselines evaluated side by side')
+    batch_size: int = key(32, 'evaluation batch size', ge=1)
 
 # %% ../nbs/00_config.ipynb #96b815a1
 @dataclass
 class Config:
     "The whole run."
-    name: str = F('run', 'config name (used in the run folder name)')
-    task: Literal['pipeline', 'sr_flow', 'edm', 'ddpm'] = F('pipeline', 'which trainer runs')
-    stage: str = F('all', 'pipeline stage(s): autoencoder, operator, fno, eval, all')
-    seed: int = F(0, 'global seed', ge=0, lt=2**32)
-    run: RunCfg = F(RunCfg())
-    data: DataCfg = F(DataCfg())
-    latent: LatentCfg = F(LatentCfg())
-    encoder: EncoderCfg = F(EncoderCfg())
-    decoder: DecoderCfg = F(DecoderCfg())
-    operator: OperatorCfg = F(OperatorCfg())
-    fno: FNOCfg = F(FNOCfg())
-    train: TrainCfg = F(TrainCfg())
-    stages: StagesCfg = F(StagesCfg())
-    gen: GenCfg = F(GenCfg())
-    eval: EvalCfg = F(EvalCfg())
+    name: str = key('run', 'config name (used in the run folder name)')
+    task: Literal['pipeline', 'sr_flow', 'edm', 'ddpm'] = key('pipeline', 'which trainer runs')
+    stage: str = key('all', 'pipeline stage(s): autoencoder, operator, fno, eval, all')
+    seed: int = key(0, 'global seed', ge=0, lt=2**32)
+    run: RunCfg = key(RunCfg())
+    data: DataCfg = key(DataCfg())
+    latent: LatentCfg = key(LatentCfg())
+    encoder: EncoderCfg = key(EncoderCfg())
+    decoder: DecoderCfg = key(DecoderCfg())
+    operator: OperatorCfg = key(OperatorCfg())
+    fno: FNOCfg = key(FNOCfg())
+    train: TrainCfg = key(TrainCfg())
+    stages: StagesCfg = key(StagesCfg())
+    gen: GenCfg = key(GenCfg())
+    eval: EvalCfg = key(EvalCfg())
 
 # %% ../nbs/00_config.ipynb #8733d636
 def _hints(cls): return get_type_hints(cls)

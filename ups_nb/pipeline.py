@@ -84,24 +84,24 @@ def load_data(cfg:Config, accelerator=None, progress=True) -> PipelineData:
     return PipelineData(cfg, path, splits, norm, ff.n_channels, shape, dt, float(ff.params.get('nu', 0.0)))
 
 # %% ../nbs/65_pipeline.ipynb #e410f593
-def state_channels(cfg, pd): return cfg.data.initial_step * pd.channels
+def state_channels(cfg, data): return cfg.data.initial_step * data.channels
 
-def build_autoencoder(cfg:Config, pd:PipelineData) -> torch.nn.ModuleDict:
+def build_autoencoder(cfg:Config, data:PipelineData) -> torch.nn.ModuleDict:
     "Grid encoder + any-point decoder for the data's states."
-    nd = len(pd.shape)
-    enc = GridEncoder(state_channels(cfg, pd), cfg.latent.dim, patch=cfg.encoder.patch, ndim=nd, hidden=cfg.encoder.hidden,
+    nd = len(data.shape)
+    enc = GridEncoder(state_channels(cfg, data), cfg.latent.dim, patch=cfg.encoder.patch, ndim=nd, hidden=cfg.encoder.hidden,
                       padding_mode='circular' if cfg.data.periodic else 'zeros')
-    grid = tuple(n // cfg.encoder.patch for n in pd.shape)
-    dec = AnyPointDecoder(cfg.latent.dim, state_channels(cfg, pd), coord_dim=nd, n_freqs=cfg.decoder.n_freqs, hidden=cfg.decoder.hidden,
+    grid = tuple(n // cfg.encoder.patch for n in data.shape)
+    dec = AnyPointDecoder(cfg.latent.dim, state_channels(cfg, data), coord_dim=nd, n_freqs=cfg.decoder.n_freqs, hidden=cfg.decoder.hidden,
                           heads=cfg.decoder.heads, depth=cfg.decoder.depth, token_grid=grid if cfg.decoder.local else None, periodic=cfg.data.periodic)
     return torch.nn.ModuleDict(dict(encoder=enc, decoder=dec))
 
 COND_KEYS = ('dt', 'nu')
 
-def build_operator(cfg:Config, pd:PipelineData) -> LatentOperator:
+def build_operator(cfg:Config, data:PipelineData) -> LatentOperator:
     "The PDE-Transformer latent operator on the encoder's token grid."
     if cfg.encoder.kind != 'grid': raise ConfigError('encoder.kind=point: the pipeline trains grid data; the point encoder is for meshes')
-    grid = tuple(n // cfg.encoder.patch for n in pd.shape)
+    grid = tuple(n // cfg.encoder.patch for n in data.shape)
     o = cfg.operator
     try:
         return LatentOperator(o.preset, dim=cfg.latent.dim, token_grid=grid, cond_keys=COND_KEYS, hidden=o.hidden, depths=o.depths,
@@ -109,15 +109,15 @@ def build_operator(cfg:Config, pd:PipelineData) -> LatentOperator:
                               channel_separated=o.channel_separated, channels=o.channels if o.channel_separated else 1)
     except ValueError as e: raise ConfigError(f'config: {e}') from None
 
-def build_fno(cfg:Config, pd:PipelineData):
+def build_fno(cfg:Config, data:PipelineData):
     "The FNO baseline: `initial_step` frames in, the next frame out."
-    FNO = {1: FNO1d, 2: FNO2d}[len(pd.shape)]
-    return FNO(pd.channels, pd.channels, modes=cfg.fno.modes, width=cfg.fno.width, layers=cfg.fno.layers, padding=cfg.fno.padding, initial_step=cfg.data.initial_step)
+    FNO = {1: FNO1d, 2: FNO2d}[len(data.shape)]
+    return FNO(data.channels, data.channels, modes=cfg.fno.modes, width=cfg.fno.width, layers=cfg.fno.layers, padding=cfg.fno.padding, initial_step=cfg.data.initial_step)
 
-def check_models(cfg:Config, pd:PipelineData):
+def check_models(cfg:Config, data:PipelineData):
     "Build every model of the run once before any trains, so a size or preset that does not fit stops the run at once (one-line `ConfigError`), not after a stage."
     for build in (build_autoencoder, build_operator, build_fno):
-        try: build(cfg, pd)
+        try: build(cfg, data)
         except (ValueError, RuntimeError) as e:
             if isinstance(e, ConfigError): raise
             raise ConfigError(f'config: {build.__name__[6:]}: {" ".join(str(e).split())[:200]}') from None
@@ -129,10 +129,10 @@ def seq_states(batch, S):
     B, T, C = seq.shape[:3]
     return torch.stack([seq[:, j:j + S].flatten(1, 2) for j in range(T - S + 1)], 1)
 
-def cond_of(batch, pd:PipelineData, n:int, device):
+def cond_of(batch, data:PipelineData, n:int, device):
     "Operator conditioning: the frame spacing and log10 of the viscosity."
-    nu = batch['params']['nu'] if 'nu' in batch.get('params', {}) else torch.full((n,), pd.nu)
-    return dict(dt=torch.full((n,), pd.dt, device=device), nu=torch.log10(nu.to(device).float().clamp_min(1e-12)))
+    nu = batch['params']['nu'] if 'nu' in batch.get('params', {}) else torch.full((n,), data.nu)
+    return dict(dt=torch.full((n,), data.dt, device=device), nu=torch.log10(nu.to(device).float().clamp_min(1e-12)))
 
 # %% ../nbs/65_pipeline.ipynb #c574bd7c
 def _batches(ds, n, device, bs=64):
@@ -143,19 +143,19 @@ def _batches(ds, n, device, bs=64):
         yield {k: (v.to(device) if isinstance(v, torch.Tensor) else {kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v)
                for k, v in b.items()}
 
-def train_autoencoder(cfg:Config, pd:PipelineData, run_dir, acc):
+def train_autoencoder(cfg:Config, data:PipelineData, run_dir, acc):
     "Stage 1: train encoder + decoder on reconstruction."
     seed_everything(cfg.seed + 1)
-    ae, S = build_autoencoder(cfg, pd), cfg.data.initial_step
+    ae, S = build_autoencoder(cfg, data), cfg.data.initial_step
     def loss(m, batch, ctx):
         u = seq_states(batch, S).flatten(0, 1)
         rec = m['decoder'].decode_grid(m['encoder'](u), u.shape[2:])
         return F.mse_loss(rec, u), {'rel_l2': relative_l2(rec.detach(), u).mean()}
-    val_ds = pd.windows('val', 1)
+    val_ds = data.windows('val', 1)
     def val(m):
         errs = [relative_l2(m['decoder'].decode_grid(m['encoder'](u := seq_states(b, S)[:, 0]), u.shape[2:]), u).mean() for b in _batches(val_ds, 512, acc.device)]
         return float(torch.stack(errs).mean())
-    return fit('autoencoder', ae, loss, pd.windows('train', 1), cfg, run_dir, val_fn=val, accelerator=acc)
+    return fit('autoencoder', ae, loss, data.windows('train', 1), cfg, run_dir, val_fn=val, accelerator=acc)
 
 def load_stage(model, run_dir, stage):
     "Load a finished stage's weights (EMA when it has them) into `model`, or say which stage to run."
@@ -173,19 +173,19 @@ def horizon_at(op_cfg, epoch:int) -> int:
         if epoch >= e: h = hz
     return h
 
-def operator_loss(m, batch, ctx, cfg, pd, H):
+def operator_loss(m, batch, ctx, cfg, data, H):
     "All operator-stage loss terms for a rollout of `H` steps; returns (total, components)."
-    oc, S, C = cfg.stages.operator, cfg.data.initial_step, pd.channels
+    oc, S, C = cfg.stages.operator, cfg.data.initial_step, data.channels
     st = seq_states(batch, S)[:, :H + 1]
     B = st.shape[0]
-    cond = cond_of(batch, pd, B, st.device)
+    cond = cond_of(batch, data, B, st.device)
     enc, dec, op = m['encoder'], m['decoder'], m['operator']
     z0 = enc(st[:, 0])
     with torch.no_grad(): zt = enc(st[:, 1:].flatten(0, 1)).view(B, H, *z0.shape[1:])
     z, lat, phys, preds = z0, [], [], []
     for j in range(H):
         z = op(z, cond['dt'], {'nu': cond['nu']})
-        u = dec.decode_grid(z, pd.shape)
+        u = dec.decode_grid(z, data.shape)
         lat.append(F.mse_loss(z, zt[:, j])); phys.append(F.mse_loss(u, st[:, j + 1])); preds.append(u)
     comps = dict(forward=lat[0], phys=phys[0], horizon=H)
     total = oc.lambda_forward * lat[0] + oc.lambda_phys * phys[0]
@@ -194,9 +194,9 @@ def operator_loss(m, batch, ctx, cfg, pd, H):
     w_enc = inverse_loss_weight(ctx.epoch, oc.lambda_inv_enc, oc.inverse_warmup_epochs, oc.inverse_max_weight)
     w_dec = inverse_loss_weight(ctx.epoch, oc.lambda_inv_dec, oc.inverse_warmup_epochs, oc.inverse_max_weight)
     if w_enc:
-        comps['inv_enc'] = F.mse_loss(dec.decode_grid(z0, pd.shape), st[:, 0]); total = total + w_enc * comps['inv_enc']
+        comps['inv_enc'] = F.mse_loss(dec.decode_grid(z0, data.shape), st[:, 0]); total = total + w_enc * comps['inv_enc']
     if w_dec:
-        comps['inv_dec'] = F.mse_loss(enc(dec.decode_grid(z0.detach(), pd.shape)), z0.detach()); total = total + w_dec * comps['inv_dec']
+        comps['inv_dec'] = F.mse_loss(enc(dec.decode_grid(z0.detach(), data.shape)), z0.detach()); total = total + w_dec * comps['inv_dec']
     new, true = preds[0][:, -C:], st[:, 1, -C:]
     dims = tuple(range(2, new.ndim))
     extra = dict(spectral=(oc.lambda_spectral, lambda: spectral_energy_loss(new, true, dims)),
@@ -216,13 +216,13 @@ def rollout_val(step_fn, ds, S, C, device, n=512):
         errs.append(relative_l2(pred, torch.stack([st[:, j + 1, -C:] for j in range(K)], 1)).mean())
     return float(torch.stack(errs).mean())
 
-def operator_rollout(m, st0, batch, K, pd):
+def operator_rollout(m, st0, batch, K, data):
     "Encode a state, advance K steps in latent space, decode each: newest frames (B, K, C, *space)."
-    cond = cond_of(batch, pd, st0.shape[0], st0.device)
+    cond = cond_of(batch, data, st0.shape[0], st0.device)
     z, out = m['encoder'](st0), []
     for _ in range(K):
         z = m['operator'](z, cond['dt'], {'nu': cond['nu']})
-        out.append(m['decoder'].decode_grid(z, pd.shape)[:, -pd.channels:])
+        out.append(m['decoder'].decode_grid(z, data.shape)[:, -data.channels:])
     return torch.stack(out, 1)
 
 def _freezer(model, frac=1/3):
@@ -237,20 +237,20 @@ def _freezer(model, frac=1/3):
             for p, v in state.values(): p.copy_(v)
     return on_epoch, after_step, state
 
-def train_operator(cfg:Config, pd:PipelineData, run_dir, acc):
+def train_operator(cfg:Config, data:PipelineData, run_dir, acc):
     "Stage 2: train the latent operator end to end through the decoder, starting from the stage-1 autoencoder."
     seed_everything(cfg.seed + 2)
-    ae = build_autoencoder(cfg, pd); load_stage(ae, run_dir, 'autoencoder')
-    m = torch.nn.ModuleDict(dict(encoder=ae['encoder'], decoder=ae['decoder'], operator=build_operator(cfg, pd)))
-    oc, S, C = cfg.stages.operator, cfg.data.initial_step, pd.channels
+    ae = build_autoencoder(cfg, data); load_stage(ae, run_dir, 'autoencoder')
+    m = torch.nn.ModuleDict(dict(encoder=ae['encoder'], decoder=ae['decoder'], operator=build_operator(cfg, data)))
+    oc, S, C = cfg.stages.operator, cfg.data.initial_step, data.channels
     K = max(oc.rollout_horizons)
     freeze_epoch, freeze_after, frozen = _freezer(m)
     def on_epoch(model, ctx):
         if oc.freeze_bottom_on_grow: freeze_epoch(model, ctx, horizon_at(oc, ctx.epoch) > oc.rollout_horizons[0])
-    val_ds = pd.windows('val', K)
-    val = lambda mm: rollout_val(lambda s0, b, k: operator_rollout(mm, s0, b, k, pd), val_ds, S, C, acc.device)
-    return fit('operator', m, lambda mm, b, ctx: operator_loss(mm, b, ctx, cfg, pd, horizon_at(oc, ctx.epoch)),
-               pd.windows('train', K), cfg, run_dir, val_fn=val, accelerator=acc, on_epoch=on_epoch,
+    val_ds = data.windows('val', K)
+    val = lambda mm: rollout_val(lambda s0, b, k: operator_rollout(mm, s0, b, k, data), val_ds, S, C, acc.device)
+    return fit('operator', m, lambda mm, b, ctx: operator_loss(mm, b, ctx, cfg, data, horizon_at(oc, ctx.epoch)),
+               data.windows('train', K), cfg, run_dir, val_fn=val, accelerator=acc, on_epoch=on_epoch,
                after_step=freeze_after if oc.freeze_bottom_on_grow else None)
 
 # %% ../nbs/65_pipeline.ipynb #038b4764
@@ -258,10 +258,10 @@ def frame_rollout(model, st0, K, C):
     "Autoregressive rollout of a frame-stack model (the FNO, persistence) from a state (B, S*C, *space): newest frames (B, K, C, *space)."
     return rollout(model, st0.unflatten(1, (-1, C)), K)
 
-def train_fno(cfg:Config, pd:PipelineData, run_dir, acc, wall_clock:float):
+def train_fno(cfg:Config, data:PipelineData, run_dir, acc, wall_clock:float):
     "Stage 3: train the FNO baseline with the operator's rollout curriculum."
     seed_everything(cfg.seed + 3)
-    fno, oc, S, C = build_fno(cfg, pd), cfg.stages.operator, cfg.data.initial_step, pd.channels
+    fno, oc, S, C = build_fno(cfg, data), cfg.stages.operator, cfg.data.initial_step, data.channels
     K = max(oc.rollout_horizons)
     def loss(m, batch, ctx):
         H = horizon_at(oc, ctx.epoch)
@@ -269,10 +269,10 @@ def train_fno(cfg:Config, pd:PipelineData, run_dir, acc, wall_clock:float):
         pred = frame_rollout(m, st[:, 0], H, C)
         true = torch.stack([st[:, j + 1, -C:] for j in range(H)], 1)
         return F.mse_loss(pred, true), {'horizon': H}
-    val_ds = pd.windows('val', K)
+    val_ds = data.windows('val', K)
     val = lambda mm: rollout_val(lambda s0, b, k: frame_rollout(mm, s0, k, C), val_ds, S, C, acc.device)
     epochs = cfg.stages.fno.epochs or 10**6
-    return fit('fno', fno, loss, pd.windows('train', K), cfg, run_dir, val_fn=val, accelerator=acc, epochs=epochs,
+    return fit('fno', fno, loss, data.windows('train', K), cfg, run_dir, val_fn=val, accelerator=acc, epochs=epochs,
                wall_clock=0.0 if cfg.stages.fno.epochs else wall_clock)
 
 # %% ../nbs/65_pipeline.ipynb #6d04ed1f
@@ -281,24 +281,24 @@ def stage_seconds(run_dir, *stages) -> float|None:
     recs = [stage_record(run_dir, s) for s in stages]
     return None if any(r is None for r in recs) else sum(r['seconds'] or 0.0 for r in recs)
 
-def load_models(cfg:Config, pd:PipelineData, run_dir) -> dict:
+def load_models(cfg:Config, data:PipelineData, run_dir) -> dict:
     "The trained operator (with its encoder and decoder) and the baselines of `eval.baselines`, by name."
-    ae = build_autoencoder(cfg, pd); load_stage(ae, run_dir, 'autoencoder')
-    op = torch.nn.ModuleDict(dict(encoder=ae['encoder'], decoder=ae['decoder'], operator=build_operator(cfg, pd)))
+    ae = build_autoencoder(cfg, data); load_stage(ae, run_dir, 'autoencoder')
+    op = torch.nn.ModuleDict(dict(encoder=ae['encoder'], decoder=ae['decoder'], operator=build_operator(cfg, data)))
     load_stage(op, run_dir, 'operator'); models = dict(operator=op)
-    if 'fno' in cfg.eval.baselines: fno = build_fno(cfg, pd); load_stage(fno, run_dir, 'fno'); models['fno'] = fno
-    if 'persistence' in cfg.eval.baselines: models['persistence'] = Persistence(pd.channels, cfg.data.initial_step)
+    if 'fno' in cfg.eval.baselines: fno = build_fno(cfg, data); load_stage(fno, run_dir, 'fno'); models['fno'] = fno
+    if 'persistence' in cfg.eval.baselines: models['persistence'] = Persistence(data.channels, cfg.data.initial_step)
     return models
 
-def model_rollout(m, st0, batch, K, pd:PipelineData):
+def model_rollout(m, st0, batch, K, data:PipelineData):
     "Newest frames (B, K, C, *space) of a K-step rollout from state `st0` by the latent operator (a ModuleDict) or a frame-stack model (FNO, persistence)."
-    return operator_rollout(m, st0, batch, K, pd) if isinstance(m, torch.nn.ModuleDict) else frame_rollout(m, st0, K, pd.channels)
+    return operator_rollout(m, st0, batch, K, data) if isinstance(m, torch.nn.ModuleDict) else frame_rollout(m, st0, K, data.channels)
 
-def evaluate_pipeline(cfg:Config, pd:PipelineData, run_dir, device='cpu', models=None) -> dict:
+def evaluate_pipeline(cfg:Config, data:PipelineData, run_dir, device='cpu', models=None) -> dict:
     "Roll out every model over the test trajectories and score them in physical units."
-    S, C = cfg.data.initial_step, pd.channels
-    models = load_models(cfg, pd, run_dir) if models is None else models
-    ds = pd.trajectories('test')
+    S, C = cfg.data.initial_step, data.channels
+    models = load_models(cfg, data, run_dir) if models is None else models
+    ds = data.trajectories('test')
     preds, trues = {k: [] for k in models}, []
     for m in models.values(): m.to(device).eval()
     with torch.no_grad():
@@ -306,25 +306,25 @@ def evaluate_pipeline(cfg:Config, pd:PipelineData, run_dir, device='cpu', models
             st = seq_states(b, S); K = st.shape[1] - 1
             if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
             trues.append(torch.stack([st[:, j + 1, -C:] for j in range(K)], 1))
-            for k, m in models.items(): preds[k].append(model_rollout(m, st[:, 0], b, K, pd))
-    dn = lambda x: pd.norm.decode(x.float().cpu())
+            for k, m in models.items(): preds[k].append(model_rollout(m, st[:, 0], b, K, data))
+    dn = lambda x: data.norm.decode(x.float().cpu())
     true = dn(torch.cat(trues))
-    res = {k: {**rollout_metrics(dn(torch.cat(v)), true, dt=pd.dt, corr_threshold=cfg.eval.corr_threshold), 'params': count_params(models[k])}
+    res = {k: {**rollout_metrics(dn(torch.cat(v)), true, dt=data.dt, corr_threshold=cfg.eval.corr_threshold), 'params': count_params(models[k])}
            for k, v in preds.items()}
     if 'operator' in res: res['operator']['train_seconds'] = stage_seconds(run_dir, 'autoencoder', 'operator')
     if 'fno' in res: res['fno']['train_seconds'] = stage_seconds(run_dir, 'fno')
-    return dict(models=res, n_test=len(ds), steps=int(true.shape[1]), dt=pd.dt, data=str(pd.path))
+    return dict(models=res, n_test=len(ds), steps=int(true.shape[1]), dt=data.dt, data=str(data.path))
 
-def rollout_examples(cfg:Config, pd:PipelineData, models:dict, device='cpu', traj:int=0) -> dict:
+def rollout_examples(cfg:Config, data:PipelineData, models:dict, device='cpu', traj:int=0) -> dict:
     "The truth and every model's rollout of test trajectory `traj`, in physical units: name -> (K, C, *space)."
-    S, ds = cfg.data.initial_step, pd.trajectories('test')
+    S, ds = cfg.data.initial_step, data.trajectories('test')
     b = next(_batches(torch.utils.data.Subset(ds, [traj]), 1, device))
     st = seq_states(b, S); K = st.shape[1] - 1
     if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
-    out = dict(truth=st[:, 1:K + 1, -pd.channels:])
+    out = dict(truth=st[:, 1:K + 1, -data.channels:])
     with torch.no_grad():
-        for k, m in models.items(): out[k] = model_rollout(m.to(device).eval(), st[:, 0], b, K, pd)
-    return {k: pd.norm.decode(v.float().cpu())[0] for k, v in out.items()}
+        for k, m in models.items(): out[k] = model_rollout(m.to(device).eval(), st[:, 0], b, K, data)
+    return {k: data.norm.decode(v.float().cpu())[0] for k, v in out.items()}
 
 def plot_rollouts(ex:dict, dt:float, path=None):
     "Space-time plots (1D data: x across, t up) or last frames (2D) of the truth and each model's rollout, first channel, on one symmetric colour scale."
@@ -387,24 +387,24 @@ def run_pipeline(cfg:Config) -> dict:
     if cfg.stage == 'all' and done is not None:
         say(f'run folder: {run_dir} is finished; its evaluation (eval.json):\n{eval_table(done)}\n(--stage eval evaluates it again)')
         return done
-    pd = load_data(cfg, acc, progress=cfg.run.progress and acc.is_main_process)
-    check_models(cfg, pd)
+    data = load_data(cfg, acc, progress=cfg.run.progress and acc.is_main_process)
+    check_models(cfg, data)
     todo = STAGES if cfg.stage == 'all' else (cfg.stage,)
     say(f'run folder: {run_dir}')
     res = {}
-    if 'autoencoder' in todo: res['autoencoder'] = train_autoencoder(cfg, pd, run_dir, acc)
-    if 'operator' in todo: res['operator'] = train_operator(cfg, pd, run_dir, acc)
+    if 'autoencoder' in todo: res['autoencoder'] = train_autoencoder(cfg, data, run_dir, acc)
+    if 'operator' in todo: res['operator'] = train_operator(cfg, data, run_dir, acc)
     if 'fno' in todo and 'fno' in cfg.eval.baselines:
         budget = stage_seconds(run_dir, 'autoencoder', 'operator')
         if budget is None: raise RunError(f"{run_dir/'ckpt'/'operator.pt'} is missing: the FNO gets the operator's wall clock, run the 'operator' stage first")
-        res['fno'] = train_fno(cfg, pd, run_dir, acc, wall_clock=budget)
+        res['fno'] = train_fno(cfg, data, run_dir, acc, wall_clock=budget)
     for k, r in res.items(): say(f'{k}: {r.reason} after {r.epochs} epochs / {r.steps} steps, best val {r.best:.4g}, {r.seconds:.0f}s')
     if 'eval' not in todo: return {}
     ev = {}
     if acc.is_main_process:
-        models = load_models(cfg, pd, run_dir)
-        ev = evaluate_pipeline(cfg, pd, run_dir, acc.device, models)
-        plot_rollouts(rollout_examples(cfg, pd, models, acc.device), pd.dt, run_dir/'rollout_spacetime.png')
+        models = load_models(cfg, data, run_dir)
+        ev = evaluate_pipeline(cfg, data, run_dir, acc.device, models)
+        plot_rollouts(rollout_examples(cfg, data, models, acc.device), data.dt, run_dir/'rollout_spacetime.png')
         record_eval(cfg, run_dir, ev, board, say)
         say(eval_table(ev))
         say(f'artifacts: {run_dir} (config.yaml, env.json, log.jsonl, ckpt/, eval.json, eval_per_step.png, rollout_spacetime.png); leaderboard: {board}')

@@ -28,7 +28,7 @@ def _one_line_error(r, contains):
     (['--config', 'no_such_config'], "'no_such_config' not found"),
     (['train.lrr=1'], "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
     (['train.lr=-1'], 'train.lr must be > 0'),
-    (['latent.tokens=48'], 'latent.tokens=48 does not match'),
+    (['encoder.patch=7'], 'encoder.patch=7 does not divide'),
     (['--stage', 'nope'], "stage 'nope' is not one of"),
     (['train.lr'], 'must look like key.sub=value'),
 ])

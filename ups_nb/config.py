@@ -61,7 +61,6 @@ class DataCfg:
     batch_size: int = key(16, 'per-process batch size', ge=1, le=2**20)
     num_workers: int = key(0, 'DataLoader worker processes', ge=0, le=256)
     pin_memory: bool = key(False, 'pin host memory for faster GPU copies')
-    temperature: float = key(0.7, 'mixture sampling: dataset probability proportional to size**temperature', ge=0, le=1)
     sr_factor: int = key(4, 'super-resolution factor (low-res = high-res / factor)', ge=1)
     periodic: bool = key(True, 'the domain is periodic (Burgers, NS, MHD); false for bounded boxes such as Darcy')
 
@@ -70,15 +69,12 @@ class DataCfg:
 class LatentCfg:
     "The latent token space."
     dim: int = key(32, 'latent channels per token', ge=1, le=2**14)
-    tokens: int = key(32, 'latent tokens per sample; must equal grid points / encoder.patch for the grid encoder', ge=1, le=2**24)
 
 # %% ../nbs/00_config.ipynb #3a9b349e
 @dataclass
 class EncoderCfg:
-    kind: Literal['grid', 'point'] = key('grid', 'grid: patchify + conv stem; point: UPT supernodes + perceiver pooling')
     patch: int = key(8, 'patch size per axis (grid encoder)', ge=1, le=2**12)
     hidden: int = key(64, 'hidden width', ge=1, le=2**16)
-    n_supernodes: int = key(64, 'supernodes (point encoder)', ge=1)
 
 # %% ../nbs/00_config.ipynb #4ea72a0f
 @dataclass
@@ -94,7 +90,6 @@ class DecoderCfg:
 class OperatorCfg:
     "The PDE-Transformer latent operator."
     preset: str = key('tiny', 'size preset: tiny, tiny2d, S, B, L')
-    input_dim: int = key(0, 'token dimension the backbone takes (0: latent.dim; otherwise must equal it)', ge=0)
     hidden: int = key(0, 'backbone width (0: from preset)', ge=0, le=2**16)
     depths: list[int] = key([], 'blocks per U-stage (empty: from preset)')
     heads: int = key(0, 'attention heads (0: from preset)', ge=0, le=1024)
@@ -405,8 +400,6 @@ def check_consistency(cfg):
     d = cfg.data
     if abs(d.t_end / d.dt_out - round(d.t_end / d.dt_out)) > 1e-6: raise ConfigError(f'config: data.dt_out={d.dt_out} does not divide data.t_end={d.t_end}')
     if generated_frames(d) > 10**6: raise ConfigError(f'config: data.t_end / data.dt_out = {d.t_end / d.dt_out:.3g} frames is too many (at most 10**6)')
-    if cfg.operator.input_dim and cfg.operator.input_dim != cfg.latent.dim:
-        raise ConfigError(f'config: operator.input_dim={cfg.operator.input_dim} does not match latent.dim={cfg.latent.dim}')
     if abs(sum(cfg.data.splits) - 1) > 1e-6 or len(cfg.data.splits) != 3 or min(cfg.data.splits) < 0:
         raise ConfigError(f'config: data.splits must be three non-negative fractions summing to 1, got {cfg.data.splits}')
     if not cfg.data.nu: raise ConfigError('config: data.nu must list at least one viscosity')
@@ -423,11 +416,9 @@ def check_consistency(cfg):
     if cfg.task == 'pipeline' and not d.path: check_frames(d, max(op.rollout_horizons), generated_frames(d), 'the generated data')
     if not d.path and min(d.n_traj - round(d.n_traj * d.splits[1]) - round(d.n_traj * d.splits[2]), *(round(d.n_traj * s) for s in d.splits[1:])) < 1:
         raise ConfigError(f'config: data.n_traj={d.n_traj} trajectories leave an empty split with data.splits={d.splits}')
-    if cfg.encoder.kind == 'grid' and cfg.task == 'pipeline':
+    if cfg.task == 'pipeline':
         grid = -(-cfg.data.nx // cfg.data.x_down)
         if grid % cfg.encoder.patch: raise ConfigError(f'config: encoder.patch={cfg.encoder.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
-        if grid // cfg.encoder.patch != cfg.latent.tokens:
-            raise ConfigError(f'config: latent.tokens={cfg.latent.tokens} does not match data.nx / data.x_down / encoder.patch = {grid // cfg.encoder.patch}')
     if cfg.operator.channel_separated and cfg.latent.dim % cfg.operator.channels:
         raise ConfigError(f'config: operator.channels={cfg.operator.channels} does not divide latent.dim={cfg.latent.dim}')
     if cfg.latent.dim % cfg.decoder.heads: raise ConfigError(f'config: decoder.heads={cfg.decoder.heads} does not divide latent.dim={cfg.latent.dim}')

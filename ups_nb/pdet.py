@@ -391,7 +391,7 @@ class LatentOperator(nn.Module):
         super().__init__()
         if isinstance(backbone, nn.Module):
             if getattr(backbone, 'dim_in', dim) != dim:
-                raise ValueError(f"operator.input_dim={backbone.dim_in} does not match latent.dim={dim}")
+                raise ValueError(f"the backbone takes {backbone.dim_in}-dimensional tokens, latent.dim is {dim}")
             self.backbone = backbone
         elif isinstance(backbone, str):
             self.backbone = PDETransformer.from_preset(backbone, dim, token_grid, cond_keys, **overrides)

@@ -29,7 +29,7 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp('gen')
     sys.path.insert(0, str(ROOT))
     from ups_nb.config import load_config
-    from ups_nb.gen_step import generate_fields
+    from ups_nb.data import generate_fields
     generate_fields(load_config('edm_tiny', TINY), d/'ns.h5')
     return d, d/'ns.h5'
 

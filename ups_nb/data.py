@@ -6,18 +6,21 @@
 __all__ = ['GENERATION_KEYS', 'GENERATORS', 'LAYOUT_NAMES', 'DEFAULTS', 'split_trajectories', 'channel_stats', 'stats_path',
            'file_identity', 'train_stats', 'Normalizer', 'config_data_file', 'split_and_normalise', 'shared_split',
            'ensure_data_file', 'area_downsample', 'spectral_downsample', 'downsample', 'downsample_coord',
-           'RolloutWindows', 'OneStepPairs', 'SuperResPairs', 'SteadyPairs', 'default_name', 'generate', 'describe',
-           'main']
+           'RolloutWindows', 'OneStepPairs', 'SuperResPairs', 'SteadyPairs', 'generate_fields', 'FieldData',
+           'field_data', 'Snapshots', 'read_images', 'prepare_images', 'ImageSet', 'default_name', 'generate',
+           'describe', 'main']
 
 # %% ../nbs/15_data.ipynb #6ee6e0f7
-import hashlib, json, os, tempfile, warnings
+import hashlib, json, os, tempfile, warnings, zipfile
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
-from .formats import FieldFile, FormatError, open_fields
-from .runs import atomic_write, file_lock, to_json
-from .config import ConfigError
+from .formats import MAX_ABS, FieldFile, FormatError, open_fields, write_pdebench_2d
+from .runs import RunError, atomic_write, file_lock, to_json
+from .config import Config, ConfigError
 
 # %% ../nbs/15_data.ipynb #fb5d97af
 def split_trajectories(n_traj, fractions=(0.8, 0.1, 0.1), seed=0):
@@ -269,6 +272,122 @@ class SteadyPairs(Dataset):
         if self.nz_in is not None: a, u = self.nz_in.encode(a), self.nz_out.encode(u)
         return dict(input=np.ascontiguousarray(a, np.float32), target=np.ascontiguousarray(u, np.float32),
                     params=dict(self.params), coords=self.coords, traj=i, start=0)
+
+# %% ../nbs/15_data.ipynb #f4467fa6
+def generate_fields(cfg:Config, path, progress=False) -> Path:
+    "Generate `data.dataset` (ns2d or mhd2d) trajectories with the package's solvers and write them in PDEBench layout."
+    d = cfg.data
+    t_out = d.dt_out * np.arange(round(d.t_end / d.dt_out) + 1)
+    if d.dataset == 'ns2d':
+        from ups_nb.navier_stokes import ns_dataset
+        sol = ns_dataset(d.n_traj, d.nx, t_out, cfg.seed, nu=d.nu[0], progress=progress)
+    elif d.dataset == 'mhd2d':
+        from ups_nb.mhd import mhd_dataset
+        sol = mhd_dataset(d.n_traj, d.nx, t_out, cfg.seed, nu=d.nu[0], eta=d.nu[0], progress=progress)
+    else: raise ConfigError(f"config: data.dataset={d.dataset!r}: the generative trainers generate ns2d or mhd2d; point data.path at other data")
+    fields = {c: np.ascontiguousarray(sol.fields[:, :, j].swapaxes(-1, -2)) for j, c in enumerate(sol.channels)}  # solver (y, x) -> file (x, y)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_pdebench_2d(path, fields, sol.x, sol.y, sol.t, nu=d.nu[0])
+
+@dataclass
+class FieldData:
+    "A field file with its trajectory splits and training-split normaliser."
+    path: Path
+    splits: dict
+    norm: object
+    channels: int
+    shape: tuple
+
+def field_data(cfg:Config, accelerator=None) -> FieldData:
+    "Generate the field file if missing (main process), split it by trajectory, compute train-only statistics."
+    path = config_data_file(cfg)
+    if not path.exists() and path.suffix not in ('.h5', '.hdf5'): raise RunError(f'data.path {path} does not exist')
+    def make(p):   # a missing file (data.path included, so configs can share one) is generated from the data section
+        print(f'generating {cfg.data.dataset} ({cfg.data.n_traj} trajectories, {cfg.data.nx}^2) into {p}')
+        generate_fields(cfg, p, progress=cfg.run.progress)
+    ensure_data_file(path, make, accelerator)
+    ff = open_fields(path)
+    if ff.steady or len(ff.spatial) != 2: raise ConfigError(f'data.path {path}: the generative trainers need 2D trajectories')
+    splits, norm = shared_split(ff, cfg, accelerator)
+    return FieldData(path, splits, norm, ff.n_channels, tuple(ff.spatial))
+
+class Snapshots(Dataset):
+    "Every frame of trajectories `idx` of a field file, normalised and area-averaged to `resolution`: items {'x': (C, R, R)}."
+    def __init__(self, fd:FieldData, split:str, resolution:int):
+        ff = open_fields(fd.path); n = fd.shape[0]
+        if fd.shape[0] != fd.shape[1] or n % resolution: raise ConfigError(f'config: gen.resolution={resolution} must divide the square grid {fd.shape} of {fd.path}')
+        u = np.stack([fd.norm.encode(ff.read(int(i))) for i in fd.splits[split]])      # (n, T, C, X, Y)
+        u = downsample(u.reshape(-1, *u.shape[2:]), n // resolution, 2, 'area')
+        self.x = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
+    def __len__(self): return len(self.x)
+    def __getitem__(self, j): return dict(x=self.x[j])
+
+# %% ../nbs/15_data.ipynb #d9427705
+def _to_nchw(a, where):
+    "An image array as float (N, C, H, W): (N, H, W), (N, H, W, C) with C ≤ 4, or (N, C, H, W)."
+    a = np.asarray(a)
+    if a.ndim == 3: a = a[:, None]
+    elif a.ndim == 4 and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4): a = a.transpose(0, 3, 1, 2)
+    elif a.ndim != 4: raise FormatError(where, f'expected images (N, H, W), (N, H, W, C) or (N, C, H, W), got shape {a.shape}')
+    if not (np.issubdtype(a.dtype, np.number) and not np.issubdtype(a.dtype, np.complexfloating)): raise FormatError(where, f'holds {a.dtype} values, expected real numbers')
+    if a.dtype == np.uint8: a = a.astype(np.float32) / 255
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all(): raise FormatError(where, f'has NaN/Inf in image {int(np.argmin(np.isfinite(a).reshape(len(a), -1).all(1)))}')
+    if np.abs(a).max(initial=0) > MAX_ABS: raise FormatError(where, f'has values up to {np.abs(a).max():.3g}; beyond {MAX_ABS:.2g} their squares overflow float32')
+    return a
+
+def read_images(path):
+    "Images of a PNG folder (matplotlib.image.imread, sorted by name) or an .npz file (key 'images' or its only array) as float (N, C, H, W)."
+    p = Path(path)
+    if p.is_dir():
+        from matplotlib.image import imread
+        files = sorted(p.glob('*.png'))
+        if not files: raise FormatError(p, 'holds no .png files')
+        ims = []
+        for f in files:
+            try: ims.append(imread(f))
+            except (OSError, ValueError, SyntaxError) as e: raise FormatError(f, f'is not a readable PNG ({" ".join(str(e).split())[:80]})') from None
+        ims = [im[..., None] if im.ndim == 2 else im for im in ims]
+        if len({im.shape for im in ims}) > 1:   # mixed sizes: centre-crop and resize all to the smallest side
+            s = min(min(im.shape[:2]) for im in ims)
+            ims = [_square(torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)))[None].float(), s)[0].numpy().transpose(1, 2, 0) for im in ims]
+        return _to_nchw(np.stack(ims), p)
+    if p.suffix == '.npz':
+        try:
+            with np.load(p) as z:
+                keys = list(z.files)
+                if 'images' not in keys and len(keys) != 1: raise FormatError(p, f"has no 'images' key and {len(keys)} arrays ({keys[:5]}); name one 'images'")
+                a = z['images' if 'images' in keys else keys[0]]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:   # not a zip, a torn one, or pickled objects (never loaded)
+            if isinstance(e, FormatError): raise
+            raise FormatError(p, f'is not a readable .npz file ({" ".join(str(e).split())[:80]})') from None
+        return _to_nchw(a, p)
+    if not p.exists(): raise FormatError(p, 'file not found')
+    raise FormatError(p, 'is not a folder of PNG images, an .npz file or an .h5 field file')
+
+def _square(x, size):
+    "Centre-crop (N, C, H, W) to a square and resize it to `size` (area when shrinking, bilinear when growing)."
+    h, w = x.shape[-2:]; s = min(h, w)
+    x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    if s == size: return x
+    return F.interpolate(x, size=(size, size), mode='area' if s > size else 'bilinear', **({} if s > size else dict(align_corners=False)))
+
+def prepare_images(a, resolution:int, channels:int):
+    "(N, C, H, W) floats in [0, 1] (or any range) → (N, channels, R, R) in [−1, 1] (or standardised when outside [0, 1])."
+    x = torch.as_tensor(a, dtype=torch.float32)
+    if x.shape[1] == 4: x = x[:, :3]                               # drop alpha
+    if channels == 1 and x.shape[1] == 3: x = x.mean(1, keepdim=True)
+    elif channels == 3 and x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
+    elif x.shape[1] != channels: raise ConfigError(f'config: gen.channels={channels}, but the images have {x.shape[1]} channels')
+    x = _square(x, resolution)
+    if x.min() >= 0 and x.max() <= 1: return x * 2 - 1
+    return (x - x.mean()) / x.std().clamp_min(1e-12)
+
+class ImageSet(Dataset):
+    "Images as items {'x': (C, R, R)}."
+    def __init__(self, x): self.x = x
+    def __len__(self): return len(self.x)
+    def __getitem__(self, j): return dict(x=self.x[j])
 
 # %% ../nbs/15_data.ipynb #6a548bf7
 import sys

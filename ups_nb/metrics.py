@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['rmse', 'nrmse', 'relative_l2', 'radial_power_spectrum', 'spectrum_error', 'psnr', 'ssim_map', 'ssim', 'mean_spectrum',
-           'spectrum_log_error', 'frame_corr', 'rollout_metrics', 'count_params']
+           'spectrum_log_error', 'frame_corr', 'rollout_metrics', 'count_params', 'frechet_distance']
 
 # %% ../nbs/19_metrics.ipynb #465a44b6
 def _dims(x, dims):
@@ -142,3 +142,13 @@ def rollout_metrics(pred, true, dt:float=1.0, corr_threshold:float=0.8) -> dict:
 def count_params(model) -> int:
     "Number of parameters of `model` (trainable or not): its size as the evaluation tables report it."
     return sum(p.numel() for p in model.parameters())
+
+# %% ../nbs/19_metrics.ipynb #5d632915
+def frechet_distance(f1, f2) -> float:
+    "‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) of Gaussian fits to two (N, D) feature sets."
+    from scipy import linalg
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    m1, m2, s1, s2 = f1.mean(0), f2.mean(0), np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
+    covmean = linalg.sqrtm(s1 @ s2)   # Dowson & Landau 1982; Heusel et al. 2017, Eq. 6
+    if np.iscomplexobj(covmean): covmean = covmean.real
+    return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))

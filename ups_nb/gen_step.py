@@ -21,8 +21,8 @@ from . import samplers as S
 from .runs import save_checkpoint, load_checkpoint
 
 # %% auto #0
-__all__ = ['SAMPLER_OBJECTIVES', 'make_timesteps', 'check_sampler', 'make_weighting', 't_bucket', 'GenStep', 'bucket_means',
-           'AfterStep', 'sample', 'FixedBatch', 'overfit_config', 'train_gen', 'first_items']
+__all__ = ['ALL', 'SAMPLER_OBJECTIVES', 'make_timesteps', 'check_sampler', 'make_weighting', 't_bucket', 'GenStep',
+           'bucket_means', 'AfterStep', 'sample', 'FixedBatch', 'overfit_config', 'train_gen', 'first_items']
 
 # %% ../nbs/60_gen_step.ipynb #df1adb49
 def make_timesteps(gen):
@@ -32,7 +32,8 @@ def make_timesteps(gen):
               logitnormal=dict(m=gen.logit_mean, s=gen.logit_std), beta=dict(a=gen.beta_a, b=gen.beta_b))[gen.timesteps]
     return get_timestep_distribution('logit_normal' if gen.timesteps == 'logitnormal' else gen.timesteps, **kw)
 
-SAMPLER_OBJECTIVES = dict(euler=('flow',), heun=('flow',), ddpm=('ddpm', 'v'), ddim=('ddpm', 'v'), edm_heun=('edm',))
+ALL = ('flow', 'edm', 'ddpm', 'v')
+SAMPLER_OBJECTIVES = dict(euler=ALL, heun=ALL, ancestral=ALL, ddim=ALL, ddpm=('ddpm', 'v'), edm_heun=('edm',))
 
 def check_sampler(gen):
     "Raise ConfigError if `gen.sampler` cannot run `gen.objective`."
@@ -181,12 +182,8 @@ def sample(model, cfg:Config, shape, cond=None, generator=None, steps:int=0, noi
     n = steps or g.steps
     was = getattr(model, 'training', False)
     if isinstance(model, nn.Module): model.eval()
-    try:
-        if g.sampler == 'euler': x = S.sample_euler(model, obj, shape, n, **kw)
-        elif g.sampler == 'heun': x = S.sample_heun(model, obj, shape, n, **kw)
-        elif g.sampler == 'ddpm': x = S.sample_ddpm(model, obj, shape, **kw)
-        elif g.sampler == 'ddim': x = S.sample_ddim(model, obj, shape, n, eta=g.eta, **kw)
-        else: x = S.sample_edm_heun(model, obj, shape, n, **kw)
+    if g.sampler in ('ddim', 'ancestral'): kw['eta'] = g.eta if g.sampler == 'ddim' else 1.0
+    try: x = S.SAMPLERS[g.sampler](model, obj, shape, n, **kw)
     finally:
         if isinstance(model, nn.Module): model.train(was)
     return x

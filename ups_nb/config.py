@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #ab7301ca
 from __future__ import annotations
-import contextlib, copy, dataclasses, difflib, hashlib, importlib.util, json, math, re, typing
+import contextlib, copy, dataclasses, difflib, hashlib, importlib.util, json, math, re, types, typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
@@ -90,15 +90,15 @@ class DecoderCfg:
 class OperatorCfg:
     "The PDE-Transformer latent operator."
     preset: str = key('tiny', 'size preset: tiny, tiny2d, S, B, L')
-    hidden: int = key(0, 'backbone width (0: from preset)', ge=0, le=2**16)
+    hidden: int | None = key(None, 'backbone width (null: from preset)', ge=1, le=2**16)
     depths: list[int] = key([], 'blocks per U-stage (empty: from preset)')
-    heads: int = key(0, 'attention heads (0: from preset)', ge=0, le=1024)
-    window: int = key(0, 'attention window in tokens per axis (0: from preset)', ge=0, le=2**16)
+    heads: int | None = key(None, 'attention heads (null: from preset)', ge=1, le=1024)
+    window: int | None = key(None, 'attention window in tokens per axis (null: from preset)', ge=1, le=2**16)
     drop_path: float = key(0.0, 'stochastic depth rate', ge=0, lt=1)
     grad_ckpt: bool = key(False, 'activation checkpointing')
     channel_separated: bool = key(False, 'channel-separated tokens: the token dimension is split into operator.channels groups that share weights')
     channels: int = key(1, 'channel groups of the channel-separated mode (must divide latent.dim)', ge=1)
-    dt: float = key(0.0, 'physical time per operator step (0: derived from the data)', ge=0)
+    dt: float | None = key(None, 'physical time per operator step (null: derived from the data)', gt=0)
 
 # %% ../nbs/00_config.ipynb #6827b68f
 @dataclass
@@ -135,10 +135,10 @@ class TrainCfg:
 # %% ../nbs/00_config.ipynb #f849526d
 @dataclass
 class StageCfg:
-    "Per-stage settings; 0 means: take the value from `train`/`data`."
-    epochs: int = key(0, 'epochs of this stage (0: train.epochs)', ge=0)
-    lr: float = key(0.0, 'learning rate of this stage (0: train.lr)', ge=0)
-    batch_size: int = key(0, 'batch size of this stage (0: data.batch_size)', ge=0)
+    "Per-stage settings; null takes the value from `train`/`data`."
+    epochs: int | None = key(None, 'epochs of this stage (null: train.epochs)', ge=0)
+    lr: float | None = key(None, 'learning rate of this stage (null: train.lr)', gt=0)
+    batch_size: int | None = key(None, 'batch size of this stage (null: data.batch_size)', ge=1, le=2**20)
 
 # %% ../nbs/00_config.ipynb #fa104876
 @dataclass
@@ -164,7 +164,7 @@ class OperatorStageCfg(StageCfg):
 class StagesCfg:
     autoencoder: StageCfg = key(StageCfg(), 'encoder + decoder on reconstruction')
     operator: OperatorStageCfg = key(OperatorStageCfg(), 'latent operator')
-    fno: StageCfg = key(StageCfg(), 'the FNO baseline, trained for the same wall clock as the operator when fno.wall_clock=0')
+    fno: StageCfg = key(StageCfg(), 'the FNO baseline: with stages.fno.epochs null it trains for the wall clock of autoencoder + operator')
 
 # %% ../nbs/00_config.ipynb #f3573c90
 @dataclass
@@ -255,7 +255,13 @@ def schema_keys(cls=Config, prefix=''):
     return out
 
 # %% ../nbs/00_config.ipynb #67bd773e
+def _optional(tp):
+    "X for a declared `X | None`, else None."
+    args = get_args(tp)
+    return next(a for a in args if a is not type(None)) if get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args else None
+
 def _type_name(tp):
+    if _optional(tp) is not None: return f'{_type_name(_optional(tp))} | null'
     if get_origin(tp) is Literal: return ' | '.join(repr(a) for a in get_args(tp))
     if get_origin(tp) is list: return f'list[{_type_name(get_args(tp)[0])}]'
     return tp.__name__
@@ -281,6 +287,7 @@ INT_LIMIT = 2**63 - 1   # torch and numpy take int64; larger integers are never 
 def _coerce(key, tp, v):
     "Check `v` against the declared type `tp` of `key`; return it (converted where lossless) or raise `ConfigError`."
     def bad(what): return ConfigError(f'config: {key} must be {what}, got {v!r} ({type(v).__name__})')
+    if _optional(tp) is not None: return None if v is None else _coerce(key, _optional(tp), v)
     if get_origin(tp) is Literal:
         if v not in get_args(tp): raise ConfigError(f'config: {key} must be one of {", ".join(map(str, get_args(tp)))}; got {v!r}')
         return v

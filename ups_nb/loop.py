@@ -86,7 +86,7 @@ def _to(batch, device):
 # %% ../nbs/50_loop.ipynb #cb1e8709
 def _stage_settings(cfg, stage, epochs, lr, batch_size):
     st = getattr(cfg.stages, stage, None)
-    pick = lambda given, own, base: given if given else (getattr(st, own, 0) or base)
+    pick = lambda given, own, base: given if given else (getattr(st, own, None) or base)   # a stage's null takes train/data's value
     return (pick(epochs, 'epochs', cfg.train.epochs), pick(lr, 'lr', cfg.train.lr), pick(batch_size, 'batch_size', cfg.data.batch_size))
 
 class Trackers:

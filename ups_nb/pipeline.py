@@ -270,9 +270,10 @@ def train_fno(cfg:Config, data:PipelineData, run_dir, acc, wall_clock:float):
         return F.mse_loss(pred, true), {'horizon': H}
     val_ds = data.windows('val', K)
     val = lambda mm: rollout_val(lambda s0, b, k: frame_rollout(mm, s0, k, C), val_ds, S, C, acc.device)
-    epochs = cfg.stages.fno.epochs or 10**6
+    budget = cfg.stages.fno.epochs is None   # null: the wall clock of autoencoder + operator, in as many epochs as it takes
+    epochs = 10**6 if budget else cfg.stages.fno.epochs
     return fit('fno', fno, loss, data.windows('train', K), cfg, run_dir, val_fn=val, accelerator=acc, epochs=epochs,
-               wall_clock=0.0 if cfg.stages.fno.epochs else wall_clock)
+               wall_clock=wall_clock if budget else 0.0)
 
 # %% ../nbs/65_pipeline.ipynb #6d04ed1f
 def stage_seconds(run_dir, *stages) -> float|None:

@@ -49,12 +49,12 @@ def channel_stats(ff, idx, validate=False):
     if idx.size == 0: raise ValueError("idx: no trajectories to compute statistics on")
     n, mean, m2, sha, use = 0, np.zeros(ff.n_channels), np.zeros(ff.n_channels), hashlib.sha256(), set(idx.tolist())
     for i in (range(ff.n_traj) if validate else idx):
-        a = ff.check_trajectory(int(i)) if validate else ff.read(int(i))
-        sha.update(a.tobytes())
+        if validate: a = ff.check_trajectory(int(i)); sha.update(a.tobytes())
+        else: a = ff.read(int(i))
         if int(i) not in use: continue
         a = np.moveaxis(a, 1, 0).reshape(ff.n_channels, -1).astype(np.float64)
         n, mean, m2 = _merge_moments(n, mean, m2, a.shape[1], a.mean(1), ((a - a.mean(1, keepdims=True))**2).sum(1))
-    return dict(fields=list(ff.fields), mean=mean.tolist(), std=np.sqrt(m2 / n).tolist(), n_traj=int(idx.size), sha256=sha.hexdigest())
+    return dict(fields=list(ff.fields), mean=mean.tolist(), std=np.sqrt(m2 / n).tolist(), n_traj=int(idx.size), sha256=sha.hexdigest() if validate else None)
 
 # %% ../nbs/15_data.ipynb #2db4d92d
 def stats_path(path):

@@ -11,7 +11,8 @@ def run(*args, cwd=None):
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300)
 
 @pytest.mark.parametrize('cmd,words', [('ups_train', ['--config', '--stage', 'overrides']), ('ups_eval', ['--config', 'overrides']),
-                                       ('ups_data', ['dataset', '--out', '--layout']), ('ups_leaderboard', ['--path', '--metric'])])
+                                       ('ups_data', ['dataset', '--out', '--layout']), ('ups_leaderboard', ['--path', '--metric']),
+                                       ('ups_bench', ['--config', '--seeds', '--out'])])
 def test_help(cmd, words):
     r = run(BIN/cmd, '--help')
     assert r.returncode == 0, r.stderr
@@ -28,7 +29,9 @@ def _one_line_error(r, contains):
     (['--config', 'no_such_config'], "'no_such_config' not found"),
     (['train.lrr=1'], "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
     (['train.lr=-1'], 'train.lr must be > 0'),
-    (['encoder.patch=7'], 'encoder.patch=7 does not divide'),
+    (['operator.patch=7'], 'operator.patch=7 does not divide'),
+    (['operator.route=latent', 'encoder.patch=7'], 'encoder.patch=7 does not divide'),
+    (['operator.route=sideways'], 'operator.route'),
     (['--stage', 'nope'], "stage 'nope' is not one of"),
     (['train.lr'], 'must look like key.sub=value'),
 ])
@@ -52,3 +55,16 @@ def test_data_bad_input_and_no_overwrite(tmp_path):
 
 def test_leaderboard_missing(tmp_path):
     _one_line_error(run(BIN/'ups_leaderboard', '--path', tmp_path/'none.jsonl'), 'none.jsonl')
+
+def test_latent_route_end_to_end(tmp_path):
+    "The UPT-style route trains jointly in one stage and is evaluated in latent and re-encoding modes beside the baselines."
+    import json
+    r = run(sys.executable, ROOT/'ups_nb'/'train.py', '--config', 'burgers_tiny', 'operator.route=latent', 'run.out_dir=runs',
+            'stages.operator.lambda_inv_dec=1', cwd=tmp_path)                  # the data is generated into tmp_path/data
+    assert r.returncode == 0, r.stderr[-3000:]
+    (rd,) = [d for d in (tmp_path/'runs').iterdir() if d.is_dir()]
+    ev = json.loads((rd/'eval.json').read_text())
+    assert set(ev['models']) == {'operator', 'operator_reencode', 'fno', 'persistence'}
+    assert ev['models']['operator']['params'] == ev['models']['operator_reencode']['params']
+    comps = {k for e in map(json.loads, (rd/'log.jsonl').read_text().splitlines()) if e.get('event') == 'train' and e['stage'] == 'operator' for k in e}
+    assert {'latent', 'inv_enc', 'inv_dec', 'rollout_mse'} <= comps

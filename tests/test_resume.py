@@ -6,8 +6,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 def cmd(out, data):
-    return [sys.executable, str(ROOT/'ups_nb'/'train.py'), '--config', 'burgers_tiny', '--stage', 'autoencoder',
-            f'run.out_dir={out}', f'data.path={data}', 'stages.autoencoder.epochs=25', 'run.ckpt_every=3']
+    return [sys.executable, str(ROOT/'ups_nb'/'train.py'), '--config', 'burgers_tiny', '--stage', 'operator',
+            f'run.out_dir={out}', f'data.path={data}', 'stages.operator.epochs=25', 'run.ckpt_every=3']
 
 def train_events(run_dir):
     p = run_dir/'log.jsonl'
@@ -21,7 +21,7 @@ def train_events(run_dir):
 
 def final_weights(out):
     (rd,) = [p for p in Path(out).iterdir() if p.is_dir()]
-    return rd, torch.load(rd/'ckpt'/'autoencoder.pt', weights_only=True)
+    return rd, torch.load(rd/'ckpt'/'operator.pt', weights_only=True)
 
 def test_kill_and_resume(tmp_path):
     data = tmp_path/'tiny.h5'
@@ -36,12 +36,12 @@ def test_kill_and_resume(tmp_path):
     while time.time() - t0 < 300 and p.poll() is None:
         dirs = [d for d in (tmp_path/'killed').glob('*') if d.is_dir()]
         ev = train_events(dirs[0]) if dirs else []
-        if ev and ev[-1]['step'] >= 25 and ev[-1]['step'] % 10 not in (0, 9):
+        if ev and ev[-1]['step'] >= 25 and ev[-1]['step'] % 9 not in (0, 8):
             p.send_signal(signal.SIGKILL); p.wait(); killed_at = ev[-1]['step']; break
         time.sleep(0.01)
     assert killed_at is not None, 'the run ended before it could be killed'
     rd = [d for d in (tmp_path/'killed').glob('*') if d.is_dir()][0]
-    assert not (rd/'ckpt'/'autoencoder.pt').exists()
+    assert not (rd/'ckpt'/'operator.pt').exists()
     resumed = subprocess.run(cmd(tmp_path/'killed', data), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = [json.loads(l) for l in (rd/'log.jsonl').read_text().splitlines() if l.strip().endswith('}')]

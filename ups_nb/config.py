@@ -12,11 +12,11 @@ import yaml
 
 # %% auto #0
 __all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'key', 'RunCfg',
-           'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'TrainCfg', 'StageCfg',
-           'OperatorStageCfg', 'StagesCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys',
-           'to_dict', 'from_dict', 'generated_frames', 'check_frames', 'check_consistency', 'builtin_configs',
-           'deep_merge', 'find_config', 'load_yaml', 'resolve_refs', 'parse_override', 'load_config', 'dump_config',
-           'hashed_part', 'config_hash']
+           'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'TrainCfg',
+           'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys', 'schema_table',
+           'check_keys', 'to_dict', 'from_dict', 'generated_frames', 'check_frames', 'check_consistency',
+           'builtin_configs', 'deep_merge', 'find_config', 'load_yaml', 'resolve_refs', 'parse_override', 'load_config',
+           'dump_config', 'hashed_part', 'config_hash']
 
 # %% ../nbs/00_config.ipynb #a4dedf34
 class ConfigError(ValueError):
@@ -63,6 +63,7 @@ class DataCfg:
     pin_memory: bool = key(False, 'pin host memory for faster GPU copies')
     sr_factor: int = key(4, 'super-resolution factor (low-res = high-res / factor)', ge=1)
     periodic: bool = key(True, 'the domain is periodic (Burgers, NS, MHD); false for bounded boxes such as Darcy')
+    conserve_mean: bool = key(False, "the PDE conserves each channel's spatial mean (periodic Burgers, NS vorticity): every model's predictions, the baselines' too, are projected to keep it")
 
 # %% ../nbs/00_config.ipynb #b8e044c9
 @dataclass
@@ -88,7 +89,13 @@ class DecoderCfg:
 # %% ../nbs/00_config.ipynb #d8363d33
 @dataclass
 class OperatorCfg:
-    "The PDE-Transformer latent operator."
+    "The transient operator: a PDE-Transformer on patches of the fields (route 'patch') or on the latent tokens of an encoder (route 'latent')."
+    route: Literal['patch', 'latent'] = key('patch', "'patch': PatchOperator steps the fields themselves; 'latent': LatentRoute (encoder, latent operator, any-point decoder, trained jointly)")
+    history: int = key(2, 'frames the operator sees: the last min(history, data.initial_step) of the given frames', ge=1, le=1024)
+    patch: int = key(4, "patch route: grid points per patch and axis", ge=1, le=2**12)
+    residual: float = key(1.0, 'patch route: next = residual * last frame + network output (1: increment form, 0: direct form)', ge=0, le=1)
+    head_channels: int = key(16, 'patch route: channels per point of the unpatchified output before the mixing convolution', ge=1, le=2**12)
+    out_kernel: int = key(5, 'patch route: width of the output convolution that mixes across patch borders (odd; 1: none)', ge=1, le=1025)
     preset: str = key('tiny', 'size preset: tiny, tiny2d, S, B, L')
     hidden: int | None = key(None, 'backbone width (null: from preset)', ge=1, le=2**16)
     depths: list[int] = key([], 'blocks per U-stage (empty: from preset)')
@@ -97,7 +104,7 @@ class OperatorCfg:
     drop_path: float = key(0.0, 'stochastic depth rate', ge=0, lt=1)
     grad_ckpt: bool = key(False, 'activation checkpointing')
     channel_separated: bool = key(False, 'channel-separated tokens: the token dimension is split into operator.channels groups that share weights')
-    channels: int = key(1, 'channel groups of the channel-separated mode (must divide latent.dim)', ge=1)
+    channels: int = key(1, 'channel groups of the channel-separated mode (latent route; must divide latent.dim)', ge=1)
     dt: float | None = key(None, 'physical time per operator step (null: derived from the data)', gt=0)
 
 # %% ../nbs/00_config.ipynb #6827b68f
@@ -108,6 +115,18 @@ class FNOCfg:
     width: int = key(20, 'channel width', ge=1, le=2**16)
     layers: int = key(4, 'Fourier layers', ge=1, le=1024)
     padding: int = key(0, 'zero-padding of the domain before the FFT (0 for periodic data, as PDEBench FNO1d; 2 for non-periodic)', ge=0)
+
+# %% ../nbs/00_config.ipynb #ca8c8e31
+@dataclass
+class ReadoutCfg:
+    "The any-point readout: trained on the operator's predictions against the data file's finer grid (needs data.x_down > 1)."
+    enabled: bool = key(True, 'train and evaluate the readout when the file holds a finer grid than the models see (data.x_down > 1)')
+    dim: int = key(32, 'token width', ge=1, le=2**14)
+    patch: int = key(4, 'grid points per patch and axis', ge=1, le=2**12)
+    hidden: int = key(64, 'decoder width', ge=1, le=2**16)
+    heads: int = key(4, 'cross-attention heads (must divide hidden)', ge=1, le=1024)
+    depth: int = key(1, 'cross-attention blocks', ge=1, le=1024)
+    n_freqs: int = key(8, 'Fourier frequencies per coordinate of the query points', ge=1, le=64)
 
 # %% ../nbs/00_config.ipynb #19f78f96
 @dataclass
@@ -129,7 +148,8 @@ class TrainCfg:
     patience: int = key(0, 'early stopping: epochs without validation improvement (0: off)', ge=0)
     target_loss: float = key(0.0, 'stop once the validation loss reaches this (0: off)', ge=0)
     compile: bool = key(False, 'torch.compile the model')
-    wall_clock: float = key(0.0, 'stop a stage after this many seconds (0: no limit)', ge=0)
+    wall_clock: float = key(0.0, 'stop a stage after this many seconds of elapsed time (0: no limit)', ge=0)
+    cpu_budget: float = key(0.0, 'stop a stage after this many seconds of process CPU time (0: no limit); unlike wall_clock, the same on a busy and a quiet machine', ge=0)
     nonfinite_skips: int = key(3, 'optimizer steps with a non-finite loss or gradient that are skipped (not applied) before the stage stops with an error', ge=0)
 
 # %% ../nbs/00_config.ipynb #f849526d
@@ -143,16 +163,14 @@ class StageCfg:
 # %% ../nbs/00_config.ipynb #fa104876
 @dataclass
 class OperatorStageCfg(StageCfg):
-    "Losses of the operator stage (design note 002), all weights in config."
-    lambda_forward: float = key(1.0, 'latent one-step loss', ge=0)
-    lambda_phys: float = key(1.0, 'physical-space one-step loss through the decoder', ge=0)
-    lambda_inv_enc: float = key(0.0, 'inverse-encoding loss: decode(encode(u)) vs u', ge=0)
-    lambda_inv_dec: float = key(0.0, 'inverse-decoding loss: encode(decode(z)) vs z', ge=0)
-    inverse_warmup_epochs: int = key(15, 'inverse losses are 0 for this many epochs, then ramp linearly', ge=0)
-    inverse_max_weight: float = key(0.05, 'cap on the inverse-loss weights', ge=0)
-    lambda_rollout: float = key(0.0, 'multi-step rollout loss', ge=0)
-    rollout_horizons: list[int] = key([1, 4, 8], 'rollout horizon curriculum')
+    "The rollout training of the transient models (the operator and the FNO alike) and the operator's extra loss terms, all weights in config."
+    rollout_horizons: list[int] = key([1, 4, 8], 'rollout horizon curriculum: autoregressive steps per training window')
     horizon_epochs: list[int] = key([0, 3, 6], 'epoch at which each horizon starts')
+    grad_steps: int = key(0, 'pushforward: only the last grad_steps steps of a rollout carry gradients and enter the loss (0: all)', ge=0)
+    noise: float = key(0.0, 'std of Gaussian noise added to the given frames in training (normalised units)', ge=0)
+    lambda_latent: float = key(1.0, "latent route: latent one-step loss |op(z_t) - sg(z_t+1)|^2", ge=0)
+    lambda_inv_enc: float = key(1.0, 'latent route: inverse-encoding loss |decode(encode(u)) - u|^2, active from the first step', ge=0)
+    lambda_inv_dec: float = key(0.0, 'latent route: inverse-decoding loss |encode(decode(z)) - z|^2', ge=0)
     freeze_bottom_on_grow: bool = key(False, 'freeze the bottom third of the backbone when the horizon first grows')
     lambda_spectral: float = key(0.0, 'spectral energy loss', ge=0)
     lambda_nrmse: float = key(0.0, 'nRMSE term', ge=0)
@@ -162,9 +180,9 @@ class OperatorStageCfg(StageCfg):
 # %% ../nbs/00_config.ipynb #ead37735
 @dataclass
 class StagesCfg:
-    autoencoder: StageCfg = key(StageCfg(), 'encoder + decoder on reconstruction')
-    operator: OperatorStageCfg = key(OperatorStageCfg(), 'latent operator')
-    fno: StageCfg = key(StageCfg(), 'the FNO baseline: with stages.fno.epochs null it trains for the wall clock of autoencoder + operator')
+    operator: OperatorStageCfg = key(OperatorStageCfg(), 'the transient operator (either route)')
+    readout: StageCfg = key(StageCfg(epochs=3), 'the any-point readout head, trained on the frozen operator')
+    fno: StageCfg = key(StageCfg(), "the FNO baseline, trained with the operator stage's rollout settings; with stages.fno.epochs null it trains for the operator stage's CPU time")
 
 # %% ../nbs/00_config.ipynb #f3573c90
 @dataclass
@@ -227,7 +245,7 @@ class Config:
     "The whole run."
     name: str = key('run', 'config name (used in the run folder name)')
     task: Literal['pipeline', 'sr_flow', 'edm', 'ddpm'] = key('pipeline', 'which trainer runs')
-    stage: str = key('all', 'pipeline stage(s): autoencoder, operator, fno, eval, all')
+    stage: str = key('all', 'pipeline stage(s): operator, readout, fno, eval, all')
     seed: int = key(0, 'global seed', ge=0, lt=2**32)
     run: RunCfg = key(RunCfg())
     data: DataCfg = key(DataCfg())
@@ -235,6 +253,7 @@ class Config:
     encoder: EncoderCfg = key(EncoderCfg())
     decoder: DecoderCfg = key(DecoderCfg())
     operator: OperatorCfg = key(OperatorCfg())
+    readout: ReadoutCfg = key(ReadoutCfg())
     fno: FNOCfg = key(FNOCfg())
     train: TrainCfg = key(TrainCfg())
     stages: StagesCfg = key(StagesCfg())
@@ -384,7 +403,7 @@ def from_dict(d, check=True):
 
 # %% ../nbs/00_config.ipynb #9020693e
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]{0,99}')
-STAGES_OF = {'pipeline': ('all', 'autoencoder', 'operator', 'fno', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
+STAGES_OF = {'pipeline': ('all', 'operator', 'readout', 'fno', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
 
 def generated_frames(d) -> int:
     "Frames of the file the data section generates: t_end/dt_out steps plus the initial frame."
@@ -424,8 +443,15 @@ def check_consistency(cfg):
     if not d.path and min(d.n_traj - round(d.n_traj * d.splits[1]) - round(d.n_traj * d.splits[2]), *(round(d.n_traj * s) for s in d.splits[1:])) < 1:
         raise ConfigError(f'config: data.n_traj={d.n_traj} trajectories leave an empty split with data.splits={d.splits}')
     if cfg.task == 'pipeline':
-        grid = -(-cfg.data.nx // cfg.data.x_down)
-        if grid % cfg.encoder.patch: raise ConfigError(f'config: encoder.patch={cfg.encoder.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
+        grid, o = -(-cfg.data.nx // cfg.data.x_down), cfg.operator
+        patch, which = (cfg.encoder.patch, 'encoder.patch') if o.route == 'latent' else (o.patch, 'operator.patch')
+        if grid % patch: raise ConfigError(f'config: {which}={patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
+        if o.out_kernel % 2 == 0: raise ConfigError(f'config: operator.out_kernel={o.out_kernel} must be odd')
+        if cfg.readout.enabled and cfg.data.x_down > 1 and cfg.readout.hidden % cfg.readout.heads:
+            raise ConfigError(f'config: readout.heads={cfg.readout.heads} does not divide readout.hidden={cfg.readout.hidden}')
+        if cfg.readout.enabled and cfg.data.x_down > 1 and grid % cfg.readout.patch:
+            raise ConfigError(f'config: readout.patch={cfg.readout.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
+        if o.route == 'patch' and o.channel_separated: raise ConfigError('config: operator.channel_separated splits latent tokens; it needs operator.route=latent')
     if cfg.operator.channel_separated and cfg.latent.dim % cfg.operator.channels:
         raise ConfigError(f'config: operator.channels={cfg.operator.channels} does not divide latent.dim={cfg.latent.dim}')
     if cfg.latent.dim % cfg.decoder.heads: raise ConfigError(f'config: decoder.heads={cfg.decoder.heads} does not divide latent.dim={cfg.latent.dim}')

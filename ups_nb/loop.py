@@ -62,6 +62,7 @@ class FitResult:
     best: float
     reason: str
     seconds: float
+    cpu_seconds: float = 0.0
 
 def make_accelerator(cfg:Config) -> Accelerator:
     "The one `Accelerator` of a process (device placement, DDP, mixed precision)."
@@ -145,9 +146,9 @@ def _scalars(d):
 # %% ../nbs/50_loop.ipynb #ddd351e8
 class _Training:
     "One stage's training state: data order, optimiser, EMA, schedule, counters, and where its files go."
-    def __init__(self, stage, model, loss_fn, train_ds, cfg, run_dir, acc, epochs, lr, bs, wall_clock, hooks):
+    def __init__(self, stage, model, loss_fn, train_ds, cfg, run_dir, acc, epochs, lr, bs, wall_clock, cpu_budget, hooks):
         t, self.t, self.cfg, self.stage, self.acc, self.main = cfg.train, cfg.train, cfg, stage, acc, acc.is_main_process
-        self.train_ds, self.epochs, self.lr, self.wall_clock, self.hooks = train_ds, epochs, lr, wall_clock, hooks
+        self.train_ds, self.epochs, self.lr, self.wall_clock, self.cpu_budget, self.hooks = train_ds, epochs, lr, wall_clock, cpu_budget, hooks
         ck = Path(run_dir)/'ckpt'; self.final, self.last, self.best_p = ck/f'{stage}.pt', ck/f'{stage}_last.pt', ck/f'{stage}_best.pt'
         self.log, self.trackers = JsonlLog(Path(run_dir)/'log.jsonl', enabled=self.main), Trackers(cfg, run_dir, enabled=self.main)
         self.sampler = ShardedBatches(len(train_ds), bs, seed=cfg.seed, rank=acc.process_index, world=acc.num_processes)
@@ -159,7 +160,7 @@ class _Training:
         self.ema = EMA(model, decay=t.ema_decay, start_step=t.ema_start_step, warmup_gamma=t.ema_warmup_gamma or None) if t.ema_decay else None
         self.wrapper, self.opt = acc.prepare(_LossModule(torch.compile(model) if t.compile else model, loss_fn), opt)
         self.step_ = self.epoch = self.batch0 = self.bad_epochs = self.n_seen = self.skipped = 0
-        self.best, self.seconds, self.sums, self.logged_step, self.logged_epoch = math.inf, 0.0, {}, -1, -1
+        self.best, self.seconds, self.cpu_seconds, self.sums, self.logged_step, self.logged_epoch = math.inf, 0.0, 0.0, {}, -1, -1
         if self.last.exists(): self.resume()
 
     def resume(self):
@@ -168,7 +169,7 @@ class _Training:
         self.model.load_state_dict(st['model']); self.opt.load_state_dict(st['opt'])
         if self.ema is not None and st.get('ema_state') is not None: self.ema.load_state_dict(st['ema_state'])
         self.step_, self.epoch, self.batch0, self.best, self.bad_epochs, self.seconds = st['step'], st['epoch'], st['batch'], st['best'], st['bad_epochs'], st['seconds']
-        self.sums, self.n_seen, self.skipped = dict(st['sums']), st['n_seen'], st.get('skipped', 0)
+        self.sums, self.n_seen, self.skipped, self.cpu_seconds = dict(st['sums']), st['n_seen'], st.get('skipped', 0), st.get('cpu_seconds', 0.0)
         set_rng_state(st['rng'])
         self.logged_step, self.logged_epoch = _logged_upto(self.log.path, self.stage)
         self.log.write(event='resume', stage=self.stage, step=self.step_, epoch=self.epoch, batch=self.batch0)
@@ -176,11 +177,19 @@ class _Training:
     def state(self, batch_in_epoch):
         "Everything `resume` needs, for `<stage>_last.pt`."
         return dict(model=self.model.state_dict(), opt=self.opt.state_dict(), ema_state=self.ema.state_dict() if self.ema is not None else None,
-                    step=self.step_, epoch=self.epoch, batch=batch_in_epoch, best=self.best, bad_epochs=self.bad_epochs, seconds=self.seconds,
+                    step=self.step_, epoch=self.epoch, batch=batch_in_epoch, best=self.best, bad_epochs=self.bad_epochs, seconds=self.seconds, cpu_seconds=self.cpu_seconds,
                     sums=self.sums, n_seen=self.n_seen, skipped=self.skipped, rng=rng_state())
 
     def ema_model(self): return self.ema.shadow if self.ema is not None and self.ema.started else None
     def eval_model(self): return self.ema_model() or self.model
+
+    def clock(self):
+        "Update the stage's elapsed seconds and its process CPU seconds (all threads of this process; each rank counts its own)."
+        self.seconds, self.cpu_seconds = time.time() - self.t_start, time.process_time() - self.c_start
+    def spent(self): return self.seconds if self.wall_clock else self.cpu_seconds
+    def budget_fraction(self):
+        "How much of the wall-clock or CPU budget is spent (0 without one), for the learning-rate schedule."
+        return max(self.seconds / self.wall_clock if self.wall_clock else 0.0, self.cpu_seconds / self.cpu_budget if self.cpu_budget else 0.0)
 
     def diverged(self, what):
         "Log the failure and make the one-line error that stops the stage."
@@ -209,13 +218,13 @@ def step(self:_Training, it, b, ctx):
         return None
     for k, v in micro_sums.items(): self.sums[k] = self.sums.get(k, 0.0) + v
     self.n_seen += t.accum_steps
-    self.cur_lr = lr_at(self.step_, self.total, self.lr, t.min_lr, t.warmup_steps, (time.time() - self.t_start) / self.wall_clock if self.wall_clock else 0.0)
+    self.cur_lr = lr_at(self.step_, self.total, self.lr, t.min_lr, t.warmup_steps, self.budget_fraction())
     for g in self.opt.param_groups: g['lr'] = self.cur_lr
     self.opt.step(); self.opt.zero_grad(set_to_none=True)
     self.step_ += 1
     if h.get('after_step') is not None: h['after_step'](self.model, ctx)
     if self.ema is not None: self.ema.update(self.model, self.step_)
-    self.seconds = time.time() - self.t_start
+    self.clock()
     self.report(loss, comps, gn, batch, ctx, b)
     return loss
 
@@ -262,7 +271,7 @@ def train(self:_Training):
     self.cur_lr = lr_at(self.step_, self.total, self.lr, t.min_lr, t.warmup_steps)
     loader_gen = torch.Generator().manual_seed(cfg.seed)  # the DataLoader must not consume the global RNG
     pbar, timed = self.progress_bar()
-    stop, self.t_start = None, time.time() - self.seconds
+    stop, self.t_start, self.c_start = None, time.time() - self.seconds, time.process_time() - self.cpu_seconds
     while self.epoch < self.epochs and stop is None and self.step_ < self.total:
         ctx.epoch = self.epoch
         if self.hooks.get('on_epoch') is not None: self.hooks['on_epoch'](self.model, ctx)
@@ -274,9 +283,10 @@ def train(self:_Training):
             loss = self.step(it, b, ctx)
             if loss is None: continue
             if pbar is not None:
-                pbar.update(min(round(self.seconds), pbar.total) - pbar.n if timed else 1); pbar.set_postfix(loss=f'{float(loss.detach()):.3e}', step=self.step_, refresh=False)
+                pbar.update(min(round(self.spent()), pbar.total) - pbar.n if timed else 1); pbar.set_postfix(loss=f'{float(loss.detach()):.3e}', step=self.step_, refresh=False)
             if t.max_steps and self.step_ >= t.max_steps: stop = 'max_steps'
             elif self.wall_clock and self.seconds >= self.wall_clock: stop = 'wall_clock'
+            elif self.cpu_budget and _any_rank(acc, self.cpu_seconds >= self.cpu_budget): stop = 'cpu_budget'
             if stop: break
         del it
         if stop and b + 1 < self.steps_per_epoch: break  # stopped mid-epoch: no epoch-end bookkeeping
@@ -287,31 +297,32 @@ def train(self:_Training):
 
 @patch
 def progress_bar(self:_Training):
-    "A tqdm bar on the main process (counting seconds when a wall-clock budget will end the stage first), and whether it counts seconds."
+    "A tqdm bar on the main process (counting seconds when a wall-clock or CPU budget will end the stage first), and whether it counts seconds."
     if not (self.main and self.cfg.run.progress): return None, False
     from tqdm.auto import tqdm
-    timed = bool(self.wall_clock) and self.wall_clock * 1000 < self.total
-    return tqdm(total=round(self.wall_clock) if timed else self.total, initial=round(self.seconds) if timed else self.step_, desc=self.stage,
+    budget = self.wall_clock or self.cpu_budget
+    timed = bool(budget) and budget * 1000 < self.total
+    return tqdm(total=round(budget) if timed else self.total, initial=round(self.spent()) if timed else self.step_, desc=self.stage,
                 unit='s' if timed else 'it', dynamic_ncols=True, leave=False), timed
 
 # %% ../nbs/50_loop.ipynb #74c8a522
 @patch
 def finish(self:_Training, reason):
     "Write the stage's result (final checkpoint) and its `stage_done` event; returns the `FitResult`."
-    self.seconds = time.time() - self.t_start
+    self.clock()
     if not _all_finite(self.model, self.ema_model()): raise self.diverged('non-finite weights at the end of training')
     self.acc.wait_for_everyone()
     if self.main:
-        save_checkpoint(self.final, model=self.model, ema=self.ema_model(), step=self.step_, epoch=self.epoch, best=self.best, seconds=self.seconds, reason=reason)
-        self.log.write(event='stage_done', stage=self.stage, step=self.step_, epoch=self.epoch, best=self.best, reason=reason, time=round(self.seconds, 3))
+        save_checkpoint(self.final, model=self.model, ema=self.ema_model(), step=self.step_, epoch=self.epoch, best=self.best, seconds=self.seconds, cpu_seconds=self.cpu_seconds, reason=reason)
+        self.log.write(event='stage_done', stage=self.stage, step=self.step_, epoch=self.epoch, best=self.best, reason=reason, time=round(self.seconds, 3), cpu_time=round(self.cpu_seconds, 3))
     self.acc.wait_for_everyone()
-    return FitResult(self.eval_model(), self.final, self.step_, self.epoch, self.best, reason, self.seconds)
+    return FitResult(self.eval_model(), self.final, self.step_, self.epoch, self.best, reason, self.seconds, self.cpu_seconds)
 
 # %% ../nbs/50_loop.ipynb #07be0429
 def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cfg:Config, run_dir,
         val_fn:Callable|None=None, epochs:int=0, lr:float=0.0, batch_size:int=0, accelerator:Accelerator|None=None,
         on_epoch:Callable|None=None, after_step:Callable|None=None, diagnostics:Callable|None=None, diagnostics_every:int=0,
-        wall_clock:float|None=None) -> FitResult:
+        wall_clock:float|None=None, cpu_budget:float|None=None) -> FitResult:
     "Train `model` on `train_ds` with `loss_fn`, resumably, writing checkpoints and JSONL events of `stage`."
     epochs, lr, bs = _stage_settings(cfg, stage, epochs, lr, batch_size)
     acc = accelerator or make_accelerator(cfg)
@@ -320,7 +331,8 @@ def fit(stage:str, model:torch.nn.Module, loss_fn:Callable, train_ds:Dataset, cf
         st = load_checkpoint(final)
         unwrap(model).load_state_dict(st['ema'] if st.get('ema') is not None else st['model'])
         JsonlLog(Path(run_dir)/'log.jsonl', enabled=acc.is_main_process).write(event='stage_skipped', stage=stage, reason=f'{final.name} exists')
-        return FitResult(model, final, st['step'], st['epoch'], st['best'], 'already done', st.get('seconds', 0.0))
+        return FitResult(model, final, st['step'], st['epoch'], st['best'], 'already done', st.get('seconds', 0.0), st.get('cpu_seconds', 0.0))
     hooks = dict(val_fn=val_fn, on_epoch=on_epoch, after_step=after_step, diagnostics=diagnostics, diagnostics_every=diagnostics_every)
-    tr = _Training(stage, model, loss_fn, train_ds, cfg, run_dir, acc, epochs, lr, bs, cfg.train.wall_clock if wall_clock is None else wall_clock, hooks)
+    tr = _Training(stage, model, loss_fn, train_ds, cfg, run_dir, acc, epochs, lr, bs, cfg.train.wall_clock if wall_clock is None else wall_clock,
+                   cfg.train.cpu_budget if cpu_budget is None else cpu_budget, hooks)
     return tr.finish(tr.train())

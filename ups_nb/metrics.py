@@ -128,13 +128,15 @@ def frame_corr(pred, true, eps=1e-12):
 
 # %% ../nbs/19_metrics.ipynb #024debe0
 def rollout_metrics(pred, true, dt:float=1.0, corr_threshold:float=0.8) -> dict:
-    "nRMSE over the rollout, per-step nRMSE and correlation curves, and the correlation horizon."
+    "nRMSE over the rollout with its standard error over trajectories (axis 0), per-trajectory and per-step nRMSE, the correlation curve and horizon."
     if pred.shape != true.shape: raise ValueError(f'rollout_metrics: prediction shape {tuple(pred.shape)} does not match truth {tuple(true.shape)}')
     n = nrmse(pred.double(), true.double(), dims=tuple(range(3, pred.ndim)))
     c = frame_corr(pred.double(), true.double()).mean((0, 2))
     below = (c < corr_threshold).nonzero()
     h = int(below[0]) if len(below) else c.numel()
-    return dict(nrmse=float(n.mean()), nrmse_first=float(n[:, 0].mean()), nrmse_last=float(n[:, -1].mean()),
+    per_traj = n.mean((1, 2))
+    sem = float(per_traj.std(unbiased=True) / math.sqrt(len(per_traj))) if len(per_traj) > 1 else None
+    return dict(nrmse=float(n.mean()), nrmse_sem=sem, per_traj_nrmse=per_traj.tolist(), nrmse_first=float(n[:, 0].mean()), nrmse_last=float(n[:, -1].mean()),
                 per_step_nrmse=n.mean((0, 2)).tolist(), per_step_corr=c.tolist(),
                 corr_horizon_steps=h, corr_horizon_time=h * dt)
 

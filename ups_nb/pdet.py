@@ -266,8 +266,8 @@ PDET_PRESETS = {
     'S': dict(hidden=96, depths=(2, 5, 8, 5, 2), heads=4, window=8, mlp_ratio=4.0),
     'B': dict(hidden=192, depths=(2, 5, 8, 5, 2), heads=8, window=8, mlp_ratio=4.0),
     'L': dict(hidden=384, depths=(2, 5, 8, 5, 2), heads=16, window=8, mlp_ratio=4.0),
-    'tiny': dict(hidden=32, depths=(1, 2, 1), heads=2, window=4, mlp_ratio=2.0, freq_dim=64),
-    'tiny2d': dict(hidden=32, depths=(1, 2, 1), heads=2, window=4, mlp_ratio=2.0, freq_dim=64),
+    'tiny': dict(hidden=32, depths=(2, 2, 2), heads=2, window=4, mlp_ratio=2.0, freq_dim=64),
+    'tiny2d': dict(hidden=32, depths=(2, 2, 2), heads=2, window=4, mlp_ratio=2.0, freq_dim=64),
 }
 
 def pdet_config(preset='tiny', **overrides) -> dict:
@@ -298,8 +298,8 @@ def check_pdet(token_grid, window, depths, hidden, heads, name='operator'):
 
 # %% ../nbs/21_pdet.ipynb #418ceaed
 class PDETransformer(nn.Module):
-    "U-shaped shifted-window transformer mapping latent tokens `(B, tokens, dim_in)` → `(B, tokens, dim_in)`, conditioned on dt and PDE parameters."
-    def __init__(self, dim_in, hidden=32, depths=(1, 2, 1), heads=2, window=4, token_grid=(16,), cond_keys=('dt',),
+    "U-shaped shifted-window transformer mapping tokens `(B, tokens, dim_in)` → `(B, tokens, dim_out or dim_in)`, conditioned on dt and PDE parameters."
+    def __init__(self, dim_in, hidden=32, depths=(1, 2, 1), heads=2, window=4, token_grid=(16,), cond_keys=('dt',), dim_out=None,
                  periodic=True, mlp='gelu', mlp_ratio=4.0, drop_path=0.0, grad_ckpt=False, channel_separated=False,
                  channels=1, n_channel_types=None, freq_dim=256, cond_scale=1000.0, name='operator'):
         super().__init__()
@@ -332,7 +332,10 @@ class PDETransformer(nn.Module):
         self.fuses = nn.ModuleList([nn.Linear(2 * widths[self.n_down + i + 1], widths[self.n_down + i + 1]) for i in range(self.n_down)])
         self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
-        self.out = nn.Linear(hidden, d_tok)
+        self.dim_out = dim_out or dim_in
+        if channel_separated and self.dim_out % self.channels:
+            raise ValueError(f"{name}.channels={channels} must divide the output token dim {self.dim_out}")
+        self.out = nn.Linear(hidden, self.dim_out // self.channels)
         # Peebles & Xie 2023 (DiT), Sec. 3.2: zero-init the final modulation and output layer, so the network outputs 0 at init
         for lin in (self.ada_out[1], self.out): nn.init.zeros_(lin.weight); nn.init.zeros_(lin.bias)
 

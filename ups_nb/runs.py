@@ -319,11 +319,11 @@ def start_run(cfg:Config, main_process=True, device=None, world_size=1) -> Path:
 
 # %% ../nbs/01_runs.ipynb #1b4af3da
 def stage_record(run_dir, stage:str) -> dict|None:
-    "What the finished stage's checkpoint `ckpt/<stage>.pt` records (step, epoch, best, seconds, reason), or None while the stage is unfinished."
+    "What the finished stage's checkpoint `ckpt/<stage>.pt` records (step, epoch, best, seconds, cpu_seconds, reason), or None while the stage is unfinished."
     p = Path(run_dir)/'ckpt'/f'{stage}.pt'
     if not p.exists(): return None
     ck = load_checkpoint(p)
-    return {k: ck.get(k) for k in ('step', 'epoch', 'best', 'seconds', 'reason')}
+    return {k: ck.get(k) for k in ('step', 'epoch', 'best', 'seconds', 'cpu_seconds', 'reason')}
 
 def finished_result(run_dir) -> dict|None:
     "The evaluation of a finished run (`eval.json`, written last and atomically), or None."

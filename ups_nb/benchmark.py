@@ -61,8 +61,11 @@ def summarise(evs:list[dict]) -> dict:
             if k.startswith('operator') and b in models:
                 per = [e['models'][k]['nrmse'] / e['models'][b]['nrmse'] if e['models'][k].get('nrmse') is not None and e['models'][b].get('nrmse') else None for e in evs]
                 ratios[f'{k}/{b}'] = dict(zip(('mean', 'std'), _ms(per)), per_seed=per)
+    ro = [e['readout'] for e in evs if e.get('readout')]
+    readout = {k: dict(zip(('mean', 'std'), _ms([r['nrmse'].get(k) for r in ro]))) for k in ro[0]['nrmse']} if ro else None
     e0 = evs[0]
-    return dict(models=out, ratios=ratios, n_seeds=len(evs), n_test=e0['n_test'], steps=e0['steps'], dt=e0['dt'], data=e0['data'], runs=[e['run'] for e in evs])
+    return dict(models=out, ratios=ratios, readout=readout, readout_points=ro[0]['points'] if ro else None, n_seeds=len(evs), n_test=e0['n_test'],
+                steps=e0['steps'], dt=e0['dt'], data=e0['data'], runs=[e['run'] for e in evs])
 
 # %% ../nbs/66_benchmark.ipynb #848d2e93
 def _pm(d, spec='.4g'):
@@ -77,6 +80,8 @@ def summary_table(s:dict) -> str:
         rows.append(f"{k:<17} {_pm(r['nrmse']):>20} {format(r['nrmse_sem_traj'] or 0, '.2g'):>10} {_pm(r['nrmse_first'], '.3g'):>18} {_pm(r['nrmse_last'], '.3g'):>16} "
                     f"{_pm(r['corr_horizon_time'], '.3g'):>14} {r['params']:>8} {(f'{min(st)}–{max(st)}' if st else '-'):>14} {(f'{np.mean(cpu):.0f}' if cpu else '-'):>12}")
     for k, r in s['ratios'].items(): rows.append(f"{k}: {_pm(r, '.3f')}  (per seed: {', '.join('-' if v is None else f'{v:.3f}' for v in r['per_seed'])})")
+    if s.get('readout'):
+        rows.append(f"operator read out at {s['readout_points']} points (nRMSE): " + ', '.join(f'{k} {_pm(v)}' for k, v in s['readout'].items()))
     rows.append(f"{s['n_seeds']} seeds (mean ± std over seeds), {s['n_test']} test trajectories, {s['steps']} autoregressive steps of dt={s['dt']:g}, physical units")
     return '\n'.join(rows)
 

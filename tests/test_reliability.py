@@ -103,7 +103,7 @@ def test_kill_between_checkpoint_and_record(data, tmp_path):
     assert ev['models']['operator']['train_cpu_seconds'] == pytest.approx(ck['operator']['cpu_seconds'])
     assert ck['fno']['reason'] == 'cpu_budget' and ck['fno']['cpu_seconds'] >= ck['operator']['cpu_seconds'] > 0
     assert ev['models']['fno']['train_seconds'] == pytest.approx(ck['fno']['seconds']) and ck['fno']['seconds'] > 0
-    assert digest(rd/'ckpt'/'operator.pt') == digest(before_op)
+    assert (rd/'ckpt'/'operator.pt').read_bytes() == before_op.read_bytes()     # the finished stage is not trained again
     assert [e['stage'] for e in events(rd, 'stage_skipped')] == ['operator']
 
 def test_stage_without_its_input(data, tmp_path):

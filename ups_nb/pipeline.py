@@ -115,6 +115,7 @@ def check_models(cfg:Config, data:PipelineData):
         except (ValueError, RuntimeError) as e:
             if isinstance(e, ConfigError): raise
             raise ConfigError(f'config: {build.__name__[6:]}: {" ".join(str(e).split())[:200]}') from None
+    if readout_on(cfg): fine_windows(data, 'train', 1)   # the file's grid must be data.x_down times the model grid
 
 def cond_of(batch, data:PipelineData, n:int, device):
     "Operator conditioning: the frame spacing and log10 of the viscosity."

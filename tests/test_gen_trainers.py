@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ['gen.preset=micro', 'gen.resolution=16', 'data.nx=16', 'data.n_traj=4', 'data.t_end=0.5', 'data.dt_out=0.25',
-        'data.splits=[0.5,0.25,0.25]', 'data.batch_size=2', 'train.max_steps=4', 'gen.n_eval=4', 'gen.steps=2',
-        'run.log_every=1', 'gen.grad_bucket_every=2', 'gen.t_buckets=4']
+TINY = ['gen.net.preset=micro', 'gen.field.resolution=16', 'data.nx=16', 'data.n_traj=4', 'data.t_end=0.5', 'data.dt_out=0.25',
+        'data.splits=[0.5,0.25,0.25]', 'data.batch_size=2', 'train.max_steps=4', 'gen.eval.n_samples=4', 'gen.sampling.steps=2',
+        'run.log_every=1', 'gen.diagnostics.grad_bucket_every=2', 'gen.diagnostics.t_buckets=4']
 
 def train(tmp, config, *overrides):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg', 'PYTHONPATH': str(ROOT)}
@@ -41,7 +41,7 @@ def check_common(run):
 
 def test_sr_flow_cli(data):
     tmp, f = data
-    out, run = train(tmp, 'sr_flow_tiny', *TINY, f'data.path={f}', 'gen.sample_every=2')
+    out, run = train(tmp, 'sr_flow_tiny', *TINY, f'data.path={f}', 'gen.diagnostics.sample_every=2')
     ev = check_common(run)
     assert {'model', 'bicubic', 'nearest'} <= set(ev) and 'PSNR' in out
     assert (run/'samples'/'grid_0000002.png').exists() and (run/'spectra_final.npz').exists()
@@ -55,7 +55,7 @@ def test_edm_cli(data):
 
 def test_ddpm_cli(data):
     tmp, f = data
-    _, run = train(tmp, 'ddpm_e2_tiny', *TINY, f'data.path={f}', 'gen.feature_steps=5')
+    _, run = train(tmp, 'ddpm_e2_tiny', *TINY, f'data.path={f}', 'gen.eval.feature_steps=5')
     ev = check_common(run)
     assert ev['frechet_feature_distance'] >= 0 and (run/'feature_net.pt').exists()
 
@@ -63,9 +63,9 @@ def test_overfit_reaches_near_zero_loss(data):
     "EDM on one fixed sample at high noise (ln sigma ~ N(3, 0.1^2)): the target is dominated by the sample itself, which the net memorises."
     tmp, f = data
     _, run = train(tmp, 'edm_tiny', *TINY, f'data.path={f}', 'run.name=overfit', 'gen.overfit=true', 'data.batch_size=1',
-                   'gen.timesteps=lognormal', 'gen.p_mean=3.0', 'gen.p_std=0.1', 'gen.weighting=none', 'gen.normalise_loss=false',
+                   'gen.timesteps.kind=lognormal', 'gen.timesteps.p_mean=3.0', 'gen.timesteps.p_std=0.1', 'gen.weighting.kind=none', 'gen.weighting.normalise=false',
                    'train.lr=3e-2', 'train.min_lr=1e-4', 'train.warmup_steps=0', 'train.max_steps=80', 'train.epochs=80',
-                   'run.log_every=5', 'gen.grad_bucket_every=0')
+                   'run.log_every=5', 'gen.diagnostics.grad_bucket_every=0')
     loss = [e['loss'] for e in events(run, 'train')]
     assert len(loss) == 16
     assert loss[-1] < 0.05 and loss[-1] < 0.1 * loss[0], loss

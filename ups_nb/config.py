@@ -13,10 +13,12 @@ import yaml
 # %% auto #0
 __all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'key', 'RunCfg',
            'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'TrainCfg',
-           'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys', 'schema_table',
-           'check_keys', 'to_dict', 'from_dict', 'generated_frames', 'check_frames', 'check_consistency',
-           'builtin_configs', 'deep_merge', 'find_config', 'load_yaml', 'resolve_refs', 'parse_override', 'load_config',
-           'dump_config', 'hashed_part', 'config_hash']
+           'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg', 'TimestepsCfg',
+           'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg', 'DiagnosticsCfg', 'GenEvalCfg',
+           'FieldCfg', 'SuperResCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys',
+           'to_dict', 'from_dict', 'generated_frames', 'check_frames', 'check_consistency', 'builtin_configs',
+           'deep_merge', 'find_config', 'load_yaml', 'resolve_refs', 'parse_override', 'load_config', 'dump_config',
+           'hashed_part', 'config_hash']
 
 # %% ../nbs/00_config.ipynb #a4dedf34
 class ConfigError(ValueError):
@@ -186,49 +188,110 @@ class StagesCfg:
 
 # %% ../nbs/00_config.ipynb #f3573c90
 @dataclass
-class GenCfg:
-    "The generative toolbox: objective, weighting, timesteps, hacks, network, sampler."
-    objective: Literal['flow', 'edm', 'ddpm', 'v'] = key('flow', 'flow matching, EDM x0, DDPM epsilon or v-prediction')
+class ObjectiveCfg:
+    "What the network predicts and the noise process it is trained on."
+    kind: Literal['flow', 'edm', 'ddpm', 'v'] = key('flow', 'flow matching, EDM x0, DDPM epsilon or v-prediction')
     schedule: Literal['linear', 'cosine'] = key('linear', 'beta schedule (ddpm, v)')
     n_timesteps: int = key(1000, 'discrete timesteps T (ddpm, v)', ge=2)
     sigma_data: float = key(0.5, 'data standard deviation (EDM)', gt=0)
     sigma_min: float = key(0.002, 'EDM sigma range', gt=0)
     sigma_max: float = key(80.0, 'EDM sigma range', gt=0)
-    weighting: Literal['none', 'edm', 'edm_a', 'edm_b', 'edm_c', 'min_snr', 'inv_max_snr', 'min_snr_norm'] = key('none', 'loss weighting over t')
+
+@dataclass
+class WeightingCfg:
+    "The loss weight as a function of t."
+    kind: Literal['none', 'edm', 'edm_a', 'edm_b', 'edm_c', 'min_snr', 'inv_max_snr', 'min_snr_norm'] = key('none', 'loss weighting over t')
     gamma: float = key(5.0, 'Min-SNR gamma', gt=0)
-    normalise_loss: bool = key(False, 'divide the weighted loss by the mean weight (note 001 option 4)')
-    timesteps: Literal['uniform', 'filtered', 'lognormal', 'logitnormal', 'beta'] = key('uniform', 'timestep distribution')
-    t_filter: float = key(0.02, 'filtered timesteps: skip this fraction at each end', ge=0, lt=0.5)
-    p_mean: float = key(-1.2, 'log-normal timesteps: mean of ln sigma (EDM P_mean)')
-    p_std: float = key(1.2, 'log-normal timesteps: std of ln sigma (EDM P_std)', gt=0)
-    logit_mean: float = key(0.0, 'logit-normal mean')
-    logit_std: float = key(1.0, 'logit-normal std', gt=0)
-    beta_a: float = key(1.0, 'Beta timesteps: alpha', gt=0)
-    beta_b: float = key(1.0, 'Beta timesteps: beta', gt=0)
-    self_cond: bool = key(False, 'self-conditioning (hack 5)')
-    self_cond_p: float = key(0.5, 'probability of the self-conditioning pass', ge=0, le=1)
-    p_uncond: float = key(0.0, 'CFG: drop the conditioning with this probability (hack 6)', ge=0, le=1)
+    normalise: bool = key(False, 'divide the weighted loss by the mean weight (note 001 option 4)')
+
+@dataclass
+class TimestepsCfg:
+    "The distribution t is drawn from in training."
+    kind: Literal['uniform', 'filtered', 'lognormal', 'logitnormal', 'beta'] = key('uniform', 'timestep distribution')
+    filter: float = key(0.02, 'filtered: skip this fraction of t at each end', ge=0, lt=0.5)
+    p_mean: float = key(-1.2, 'lognormal: mean of ln sigma (EDM P_mean)')
+    p_std: float = key(1.2, 'lognormal: std of ln sigma (EDM P_std)', gt=0)
+    logit_mean: float = key(0.0, 'logitnormal: mean')
+    logit_std: float = key(1.0, 'logitnormal: std', gt=0)
+    beta_a: float = key(1.0, 'beta: alpha', gt=0)
+    beta_b: float = key(1.0, 'beta: beta', gt=0)
+
+@dataclass
+class ConditioningCfg:
+    "Self-conditioning (hack 5) and classifier-free guidance (hack 6)."
+    self_cond: bool = key(False, 'self-conditioning: feed a first estimate of x0 back as an input')
+    self_cond_p: float = key(0.5, 'probability of the self-conditioning pass in training', ge=0, le=1)
+    p_uncond: float = key(0.0, 'CFG: drop the conditioning with this probability in training', ge=0, le=1)
     guidance: float = key(0.0, 'CFG scale w at sampling: (1+w) cond - w uncond', ge=0)
-    spectral_weight: float = key(0.0, 'log-amplitude spectral loss weight (hack 8)', ge=0)
-    spectral_k_power: float = key(0.0, 'weight the spectral loss by |k|**p', ge=0)
-    force_weight_norm: bool = key(False, 'EDM2 forced weight normalisation after each step (hack 3; edm2 net only)')
-    power_ema: list[float] = key([], 'EDM2 power-function EMA profiles sigma_rel (empty: off; hack 7)')
-    net: Literal['edm2', 'unet'] = key('edm2', 'denoiser network')
+
+@dataclass
+class SpectralCfg:
+    "The log-amplitude spectral loss term (hack 8)."
+    weight: float = key(0.0, 'weight of the term in the loss (0: off)', ge=0)
+    k_power: float = key(0.0, 'weight each wavenumber by |k|**k_power', ge=0)
+
+# %% ../nbs/00_config.ipynb #10dacd4a
+@dataclass
+class GenNetCfg:
+    "The denoiser network."
+    kind: Literal['edm2', 'unet'] = key('edm2', 'EDM2 config-G UNet or the DDPM UNet')
     preset: str = key('tiny', 'network size preset')
-    sampler: Literal['euler', 'heun', 'ancestral', 'ddpm', 'ddim', 'edm_heun'] = key('euler', 'ODE/SDE sampler for periodic samples and evaluation (ups_nb.samplers.SAMPLERS)')
-    steps: int = key(32, 'sampler steps: network calls per sample (twice that for heun); ddpm respaces its T steps to this many', ge=1)
+    force_weight_norm: bool = key(False, 'EDM2 forced weight normalisation after each step (hack 3; edm2 only)')
+
+@dataclass
+class PowerEMACfg:
+    "EDM2's power-function EMA profiles (hack 7), snapshotted for post-hoc reconstruction."
+    sigma_rels: list[float] = key([], 'relative standard deviations sigma_rel of the tracked profiles (empty: off)')
+
+@dataclass
+class SamplingCfg:
+    "How samples are drawn, for periodic grids and the final evaluation."
+    solver: Literal['euler', 'heun', 'ancestral', 'ddpm', 'ddim', 'edm_heun'] = key('euler', 'ODE/SDE solver (ups_nb.samplers.SAMPLERS)')
+    steps: int = key(32, 'solver steps: network calls per sample (twice that for heun); ddpm respaces its T steps to this many', ge=1)
     eta: float = key(0.0, 'DDIM eta', ge=0, le=1)
-    overfit: bool = key(False, 'overfit mode: one fixed batch, EMA from step 0')
+
+@dataclass
+class DiagnosticsCfg:
+    "What a generative run records beside its loss."
     sample_every: int = key(0, 'save a sample grid and spectra every N steps (0: off)', ge=0)
     t_buckets: int = key(10, 'timestep buckets for per-t loss logging', ge=1)
     grad_bucket_every: int = key(0, 'log the gradient norm per t bucket every N steps (0: off)', ge=0)
-    resolution: int = key(32, 'image / field resolution', ge=4)
-    channels: int = key(1, 'field channels', ge=1)
-    sr_down: Literal['area', 'spectral'] = key('area', 'super-resolution: how the low-res field is made from the high-res one')
-    sr_up: Literal['bicubic', 'nearest'] = key('bicubic', 'super-resolution: periodic upsampling of the low-res field to the conditioning input')
-    n_eval: int = key(16, 'samples drawn for the final evaluation', ge=2)
+
+@dataclass
+class GenEvalCfg:
+    "The final evaluation of a generative run."
+    n_samples: int = key(16, 'samples drawn', ge=2)
     feature_steps: int = key(200, 'training steps of the small feature autoencoder behind frechet_feature_distance', ge=0)
     fid_weights: str = key('', "local Inception-v3 weights for true FID (needs torchvision; '' = off)")
+
+@dataclass
+class FieldCfg:
+    "The fields or images a generative model makes."
+    resolution: int = key(32, 'pixels per side', ge=4)
+    channels: int = key(1, 'channels', ge=1)
+
+@dataclass
+class SuperResCfg:
+    "Super-resolution inputs (task sr_flow; the factor is data.sr_factor)."
+    down: Literal['area', 'spectral'] = key('area', 'how the low-res field is made from the high-res one')
+    up: Literal['bicubic', 'nearest'] = key('bicubic', 'periodic upsampling of the low-res field to the conditioning input')
+
+@dataclass
+class GenCfg:
+    "The generative toolbox, one section per idea."
+    objective: ObjectiveCfg = key(ObjectiveCfg())
+    weighting: WeightingCfg = key(WeightingCfg())
+    timesteps: TimestepsCfg = key(TimestepsCfg())
+    conditioning: ConditioningCfg = key(ConditioningCfg())
+    spectral: SpectralCfg = key(SpectralCfg())
+    net: GenNetCfg = key(GenNetCfg())
+    power_ema: PowerEMACfg = key(PowerEMACfg())
+    sampling: SamplingCfg = key(SamplingCfg())
+    diagnostics: DiagnosticsCfg = key(DiagnosticsCfg())
+    eval: GenEvalCfg = key(GenEvalCfg())
+    field: FieldCfg = key(FieldCfg())
+    sr: SuperResCfg = key(SuperResCfg())
+    overfit: bool = key(False, 'overfit mode: one fixed batch, EMA from step 0')
 
 # %% ../nbs/00_config.ipynb #4cb02c05
 @dataclass
@@ -455,11 +518,11 @@ def check_consistency(cfg):
     if cfg.operator.channel_separated and cfg.latent.dim % cfg.operator.channels:
         raise ConfigError(f'config: operator.channels={cfg.operator.channels} does not divide latent.dim={cfg.latent.dim}')
     if cfg.latent.dim % cfg.decoder.heads: raise ConfigError(f'config: decoder.heads={cfg.decoder.heads} does not divide latent.dim={cfg.latent.dim}')
-    if cfg.gen.sigma_min >= cfg.gen.sigma_max: raise ConfigError(f'config: gen.sigma_min={cfg.gen.sigma_min} must be below gen.sigma_max={cfg.gen.sigma_max}')
-    if cfg.gen.force_weight_norm and cfg.gen.net != 'edm2': raise ConfigError('config: gen.force_weight_norm needs gen.net=edm2 (only MPConv weights are normalised)')
-    if cfg.gen.resolution % cfg.data.sr_factor and cfg.task == 'sr_flow':
-        raise ConfigError(f'config: data.sr_factor={cfg.data.sr_factor} does not divide gen.resolution={cfg.gen.resolution}')
-    if any(not 0 < s < 0.3 for s in cfg.gen.power_ema): raise ConfigError(f'config: gen.power_ema sigma_rel values must lie in (0, 0.3), got {cfg.gen.power_ema}')
+    if cfg.gen.objective.sigma_min >= cfg.gen.objective.sigma_max: raise ConfigError(f'config: gen.objective.sigma_min={cfg.gen.objective.sigma_min} must be below gen.objective.sigma_max={cfg.gen.objective.sigma_max}')
+    if cfg.gen.net.force_weight_norm and cfg.gen.net.kind != 'edm2': raise ConfigError('config: gen.net.force_weight_norm needs gen.net.kind=edm2 (only MPConv weights are normalised)')
+    if cfg.gen.field.resolution % cfg.data.sr_factor and cfg.task == 'sr_flow':
+        raise ConfigError(f'config: data.sr_factor={cfg.data.sr_factor} does not divide gen.field.resolution={cfg.gen.field.resolution}')
+    if any(not 0 < s < 0.3 for s in cfg.gen.power_ema.sigma_rels): raise ConfigError(f'config: gen.power_ema.sigma_rels must lie in (0, 0.3), got {cfg.gen.power_ema.sigma_rels}')
 
 # %% ../nbs/00_config.ipynb #22ed6082
 CONFIG_DIR = Path(importlib.util.find_spec('ups_nb').origin).parent/'configs'   # the installed package's, wherever Python runs from

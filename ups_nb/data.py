@@ -6,9 +6,8 @@
 __all__ = ['GENERATION_KEYS', 'GENERATORS', 'LAYOUT_NAMES', 'DEFAULTS', 'split_trajectories', 'channel_stats', 'stats_path',
            'file_identity', 'train_stats', 'Normalizer', 'config_data_file', 'split_and_normalise', 'shared_split',
            'ensure_data_file', 'area_downsample', 'spectral_downsample', 'downsample', 'downsample_coord',
-           'RolloutWindows', 'OneStepPairs', 'SuperResPairs', 'SteadyPairs', 'generate_fields', 'FieldData',
-           'field_data', 'Snapshots', 'read_images', 'prepare_images', 'ImageSet', 'default_name', 'generate',
-           'describe', 'main']
+           'RolloutWindows', 'SuperResPairs', 'SteadyPairs', 'generate_fields', 'FieldData', 'field_data', 'Snapshots',
+           'read_images', 'prepare_images', 'ImageSet', 'default_name', 'generate', 'describe', 'main']
 
 # %% ../nbs/15_data.ipynb #6ee6e0f7
 import hashlib, json, os, tempfile, warnings, zipfile
@@ -218,15 +217,8 @@ class RolloutWindows(Dataset):
         if self.normalizer is not None: u = self.normalizer.encode(u)
         u = np.ascontiguousarray(u, dtype=np.float32)
         t = self.ff.coords['t'][fr]
-        return dict(input=u[:self.initial_step], target=self._target(u[self.initial_step:]), params=dict(self.params),
+        return dict(input=u[:self.initial_step], target=u[self.initial_step:], params=dict(self.params),
                     coords=dict(self.coords, t_in=t[:self.initial_step], t_out=t[self.initial_step:]), traj=i, start=int(fr[0]))
-    def _target(self, u): return u
-
-class OneStepPairs(RolloutWindows):
-    "(`initial_step` frames, the frame `time_stride` later) pairs from trajectories `idx` of a FieldFile."
-    def __init__(self, file, idx, time_stride=1, t_down=1, x_down=1, initial_step=1, normalizer=None, x_method='stride', start_stride=1):
-        super().__init__(file, idx, 1, time_stride, t_down, x_down, initial_step, normalizer, x_method, start_stride)
-    def _target(self, u): return u[0]
 
 # %% ../nbs/15_data.ipynb #a504d41b
 class SuperResPairs(Dataset):
@@ -257,7 +249,7 @@ class SteadyPairs(Dataset):
     "(coefficient, solution) pairs of a steady (Darcy-like) file; `normalizer` covers C_in + C_out channels."
     def __init__(self, file, idx, x_down=1, normalizer=None, x_method='stride'):
         self.ff = _as_file(file)
-        if not self.ff.steady: raise FormatError(self.ff.path, f"is time-dependent ({self.ff.layout}); use OneStepPairs")
+        if not self.ff.steady: raise FormatError(self.ff.path, f"is time-dependent ({self.ff.layout}); use RolloutWindows")
         self.idx, self.x_down, self.x_method = np.asarray(idx, np.int64), int(x_down), x_method
         self.n_sp, self.c_in = len(self.ff.spatial), len(self.ff.in_fields)
         self.nz_in = normalizer.channels(slice(0, self.c_in)) if normalizer is not None else None
@@ -315,7 +307,7 @@ class Snapshots(Dataset):
     "Every frame of trajectories `idx` of a field file, normalised and area-averaged to `resolution`: items {'x': (C, R, R)}."
     def __init__(self, fd:FieldData, split:str, resolution:int):
         ff = open_fields(fd.path); n = fd.shape[0]
-        if fd.shape[0] != fd.shape[1] or n % resolution: raise ConfigError(f'config: gen.resolution={resolution} must divide the square grid {fd.shape} of {fd.path}')
+        if fd.shape[0] != fd.shape[1] or n % resolution: raise ConfigError(f'config: gen.field.resolution={resolution} must divide the square grid {fd.shape} of {fd.path}')
         u = np.stack([fd.norm.encode(ff.read(int(i))) for i in fd.splits[split]])      # (n, T, C, X, Y)
         u = downsample(u.reshape(-1, *u.shape[2:]), n // resolution, 2, 'area')
         self.x = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
@@ -378,7 +370,7 @@ def prepare_images(a, resolution:int, channels:int):
     if x.shape[1] == 4: x = x[:, :3]                               # drop alpha
     if channels == 1 and x.shape[1] == 3: x = x.mean(1, keepdim=True)
     elif channels == 3 and x.shape[1] == 1: x = x.repeat(1, 3, 1, 1)
-    elif x.shape[1] != channels: raise ConfigError(f'config: gen.channels={channels}, but the images have {x.shape[1]} channels')
+    elif x.shape[1] != channels: raise ConfigError(f'config: gen.field.channels={channels}, but the images have {x.shape[1]} channels')
     x = _square(x, resolution)
     if x.min() >= 0 and x.max() <= 1: return x * 2 - 1
     return (x - x.mean()) / x.std().clamp_min(1e-12)

@@ -18,11 +18,11 @@ def image_data(cfg:Config, acc=None):
     "Train/val sets: the images of `data.path` (PNG folder or .npz), split at random by `data.splits`; field snapshots otherwise."
     p = cfg.data.path
     if not p or Path(p).suffix in ('.h5', '.hdf5'): return snapshot_data(cfg, acc)
-    x = prepare_images(read_images(p), cfg.gen.resolution, cfg.gen.channels)
+    x = prepare_images(read_images(p), cfg.gen.field.resolution, cfg.gen.field.channels)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.data.split_seed))
     n_tr = int(round(cfg.data.splits[0] * len(x))); n_va = max(1, int(round(cfg.data.splits[1] * len(x))))
     if n_tr < 1 or n_tr + n_va > len(x): raise ConfigError(f'data: {len(x)} images leave an empty split with data.splits={cfg.data.splits}')
-    return ImageSet(x[perm[:n_tr]]), ImageSet(x[perm[n_tr:n_tr + n_va]]), cfg.gen.channels, f'{p} ({len(x)} images -> {cfg.gen.resolution}^2)'
+    return ImageSet(x[perm[:n_tr]]), ImageSet(x[perm[n_tr:n_tr + n_va]]), cfg.gen.field.channels, f'{p} ({len(x)} images -> {cfg.gen.field.resolution}^2)'
 
 # %% ../nbs/64_ddpm_trainer.ipynb #c3f79b25
 def evaluate_ddpm(model, cfg:Config, samples, train, val, run_dir) -> dict:
@@ -30,12 +30,12 @@ def evaluate_ddpm(model, cfg:Config, samples, train, val, run_dir) -> dict:
     n = len(samples)
     real_train = torch.stack([train[j]['x'] for j in range(min(len(train), max(n, 64)))])
     held = torch.stack([val[j]['x'] for j in range(min(len(val), n))])
-    net = feature_net(real_train, run_dir, cfg.gen.feature_steps, cfg.seed)
+    net = feature_net(real_train, run_dir, cfg.gen.eval.feature_steps, cfg.seed)
     out = dict(frechet_feature_distance=frechet_feature_distance(real_train, samples, net),
                frechet_feature_distance_heldout=frechet_feature_distance(real_train, held, net))
-    if cfg.gen.fid_weights: out['fid'] = inception_fid(real_train, samples, cfg.gen.fid_weights)
+    if cfg.gen.eval.fid_weights: out['fid'] = inception_fid(real_train, samples, cfg.gen.eval.fid_weights)
     return out
 
 def train_ddpm(cfg:Config) -> dict:
-    "Train the DDPM ε-prediction model of `cfg` (E1/E2/E4 by `gen.weighting`), sample with DDIM, write eval.json; returns its dict."
+    "Train the DDPM ε-prediction model of `cfg` (E1/E2/E4 by `gen.weighting.kind`), sample with DDIM, write eval.json; returns its dict."
     return run_unconditional(cfg, 'ddpm', ('ddpm', 'v'), image_data, evaluate_ddpm)

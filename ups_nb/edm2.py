@@ -148,7 +148,7 @@ def unet_input(x, cond, in_channels, cond_channels, levels):
     return x
 
 class EDM2UNet(nn.Module):
-    "The EDM2 config-G architecture, returning the raw output F(x, c_noise); `cond` (cond_channels) is concatenated to `x`. Config G also renormalises the weights after every optimiser step (`force_weight_norm_`): that is a training step, on only when `gen.force_weight_norm` is true."
+    "The EDM2 config-G architecture, returning the raw output F(x, c_noise); `cond` (cond_channels) is concatenated to `x`. Config G also renormalises the weights after every optimiser step (`force_weight_norm_`): that is a training step, on only when `gen.net.force_weight_norm` is true."
     # EDM2 Sec. 2 / Fig. 21 (config G), reference code training/networks_edm2.py
     def __init__(self, img_resolution, in_channels, out_channels, model_channels=64, channel_mult=(1, 2, 2, 2), num_blocks=2,
                  attn_resolutions=(16,), cond_channels=0, dropout=0.0, channels_per_head=64, concat_balance=0.5, **block_kwargs):

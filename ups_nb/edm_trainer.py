@@ -12,5 +12,5 @@ __all__ = ['train_edm']
 
 # %% ../nbs/63_edm_trainer.ipynb #d0d109ba
 def train_edm(cfg:Config) -> dict:
-    "Train the EDM x0-prediction model of `cfg` on field snapshots, sample with `gen.sampler`, write eval.json; returns its dict."
+    "Train the EDM x0-prediction model of `cfg` on field snapshots, sample with `gen.sampling.solver`, write eval.json; returns its dict."
     return run_unconditional(cfg, 'edm', ('edm',), snapshot_data)

@@ -41,12 +41,12 @@ class GenNet(nn.Module):
         return self.backbone(x, torch.as_tensor(c_noise, device=x.device) * self.c_noise_scale, cond=c)
 
 def build_net(cfg:Config, in_ch:int, out_ch:int, cond_ch:int=0) -> GenNet:
-    "The `gen.net` backbone at `gen.preset`, with `cond_ch` conditioning channels plus `in_ch` self-conditioning channels if `gen.self_cond`."
+    "The `gen.net.kind` backbone at `gen.net.preset`, with `cond_ch` conditioning channels plus `in_ch` self-conditioning channels if `gen.conditioning.self_cond`."
     g = cfg.gen
-    sc = in_ch if g.self_cond else 0
-    presets = {**(EDM2_PRESETS if g.net == 'edm2' else UNET_PRESETS), **NET_PRESETS[g.net]}
-    if g.preset not in presets: raise ConfigError(f'config: gen.preset={g.preset!r} is not a {g.net} preset; choose one of {sorted(presets)}')
-    kw = {k: v for k, v in presets[g.preset].items() if k != 'resolution'}
-    if g.net == 'edm2': bb = EDM2UNet(g.resolution, in_ch, out_ch, cond_channels=cond_ch + sc, **kw)
-    else: bb = DDPMUNet(in_ch, out_ch, cond_channels=cond_ch + sc, resolution=g.resolution, **kw)
-    return GenNet(bb, cond_ch, sc, noise_scale(make_objective(g), g.net))
+    sc = in_ch if g.conditioning.self_cond else 0
+    presets = {**(EDM2_PRESETS if g.net.kind == 'edm2' else UNET_PRESETS), **NET_PRESETS[g.net.kind]}
+    if g.net.preset not in presets: raise ConfigError(f'config: gen.net.preset={g.net.preset!r} is not a {g.net.kind} preset; choose one of {sorted(presets)}')
+    kw = {k: v for k, v in presets[g.net.preset].items() if k != 'resolution'}
+    if g.net.kind == 'edm2': bb = EDM2UNet(g.field.resolution, in_ch, out_ch, cond_channels=cond_ch + sc, **kw)
+    else: bb = DDPMUNet(in_ch, out_ch, cond_channels=cond_ch + sc, resolution=g.field.resolution, **kw)
+    return GenNet(bb, cond_ch, sc, noise_scale(make_objective(g), g.net.kind))

@@ -26,28 +26,28 @@ __all__ = ['ALL', 'SAMPLER_OBJECTIVES', 'make_timesteps', 'check_sampler', 'make
 
 # %% ../nbs/60_gen_step.ipynb #df1adb49
 def make_timesteps(gen):
-    "The timestep distribution of `gen.timesteps` with its `gen` parameters."
-    kw = dict(uniform={}, filtered=dict(lo=gen.t_filter, hi=1 - gen.t_filter),
-              lognormal=dict(p_mean=gen.p_mean, p_std=gen.p_std, sigma_min=gen.sigma_min, sigma_max=gen.sigma_max),
-              logitnormal=dict(m=gen.logit_mean, s=gen.logit_std), beta=dict(a=gen.beta_a, b=gen.beta_b))[gen.timesteps]
-    return get_timestep_distribution('logit_normal' if gen.timesteps == 'logitnormal' else gen.timesteps, **kw)
+    "The timestep distribution of `gen.timesteps.kind` with its `gen` parameters."
+    kw = dict(uniform={}, filtered=dict(lo=gen.timesteps.filter, hi=1 - gen.timesteps.filter),
+              lognormal=dict(p_mean=gen.timesteps.p_mean, p_std=gen.timesteps.p_std, sigma_min=gen.objective.sigma_min, sigma_max=gen.objective.sigma_max),
+              logitnormal=dict(m=gen.timesteps.logit_mean, s=gen.timesteps.logit_std), beta=dict(a=gen.timesteps.beta_a, b=gen.timesteps.beta_b))[gen.timesteps.kind]
+    return get_timestep_distribution('logit_normal' if gen.timesteps.kind == 'logitnormal' else gen.timesteps.kind, **kw)
 
 ALL = ('flow', 'edm', 'ddpm', 'v')
 SAMPLER_OBJECTIVES = dict(euler=ALL, heun=ALL, ancestral=ALL, ddim=ALL, ddpm=('ddpm', 'v'), edm_heun=('edm',))
 
 def check_sampler(gen):
-    "Raise ConfigError if `gen.sampler` cannot run `gen.objective`."
-    if gen.objective not in SAMPLER_OBJECTIVES[gen.sampler]:
-        raise ConfigError(f'config: gen.sampler={gen.sampler!r} needs gen.objective in {SAMPLER_OBJECTIVES[gen.sampler]}, got {gen.objective!r}')
+    "Raise ConfigError if `gen.sampling.solver` cannot run `gen.objective.kind`."
+    if gen.objective.kind not in SAMPLER_OBJECTIVES[gen.sampling.solver]:
+        raise ConfigError(f'config: gen.sampling.solver={gen.sampling.solver!r} needs gen.objective.kind in {SAMPLER_OBJECTIVES[gen.sampling.solver]}, got {gen.objective.kind!r}')
 
 def make_weighting(gen, sampler=None):
     "(raw weighting w(t, objective) or None, whether the loss is divided by the batch-mean weight)."
     # note 001 option C (weights / batch mean) and option 4 (loss / mean weight) are the same loss: edm_c = edm + normalise
-    normalise = gen.normalise_loss or gen.weighting == 'edm_c'
-    name = dict(none=None, edm_c='edm').get(gen.weighting, gen.weighting)
+    normalise = gen.weighting.normalise or gen.weighting.kind == 'edm_c'
+    name = dict(none=None, edm_c='edm').get(gen.weighting.kind, gen.weighting.kind)
     if name is None: return None, normalise
-    kw = dict(edm=dict(sigma_data=gen.sigma_data), edm_a=dict(sigma_data=gen.sigma_data), edm_b=dict(sigma_data=gen.sigma_data),
-              min_snr=dict(gamma=gen.gamma), inv_max_snr=dict(gamma=gen.gamma), min_snr_norm=dict(gamma=gen.gamma, sampler=sampler))[name]
+    kw = dict(edm=dict(sigma_data=gen.objective.sigma_data), edm_a=dict(sigma_data=gen.objective.sigma_data), edm_b=dict(sigma_data=gen.objective.sigma_data),
+              min_snr=dict(gamma=gen.weighting.gamma), inv_max_snr=dict(gamma=gen.weighting.gamma), min_snr_norm=dict(gamma=gen.weighting.gamma, sampler=sampler))[name]
     return get_weighting(name, **kw), normalise
 
 # %% ../nbs/60_gen_step.ipynb #670ec73e
@@ -69,7 +69,7 @@ class GenStep:
 
     def forward_loss(self, model, x0, t, eps, cond=None, self_cond_mask=None):
         "`Objective.forward` with this config's self-conditioning: (per-sample unweighted loss (B,), raw output F, x_t)."
-        return self.objective.forward(model, x0, t, eps, cond, self_cond_mask if self.gen.self_cond else None)
+        return self.objective.forward(model, x0, t, eps, cond, self_cond_mask if self.gen.conditioning.self_cond else None)
 
     def combine(self, l, t, out=None, x_t=None, x0=None, w_mean=None):
         "(loss, weighted-loss, spectral term) from per-sample losses: weighting, normalisation and the spectral term."
@@ -77,25 +77,25 @@ class GenStep:
         wl = (w * l).mean()
         if self.normalise: wl = wl / ((w.mean() if w_mean is None else w_mean) + 1e-8)   # note 001, option 4
         spec = torch.zeros((), device=l.device)
-        if self.gen.spectral_weight > 0:   # design note 000, hack 8: mse(log|rfft2 x̂0|, log|rfft2 x0|), |k|^p weighted
-            spec = log_amplitude_spectral_loss(self.objective.to_x0(out, x_t, t).float(), x0.float(), k_weight=self.gen.spectral_k_power)
-        return wl + self.gen.spectral_weight * spec, wl, spec
+        if self.gen.spectral.weight > 0:   # design note 000, hack 8: mse(log|rfft2 x̂0|, log|rfft2 x0|), |k|^p weighted
+            spec = log_amplitude_spectral_loss(self.objective.to_x0(out, x_t, t).float(), x0.float(), k_weight=self.gen.spectral.k_power)
+        return wl + self.gen.spectral.weight * spec, wl, spec
 
     def __call__(self, model, batch, ctx=None):
         x0, cond = batch['x'], batch.get('cond')
         B, dev, g = x0.shape[0], x0.device, self.gen
         t = self.timesteps(B).to(dev, x0.dtype)
         eps = torch.randn_like(x0)
-        if cond is not None and g.p_uncond > 0:   # design note 000, hack 6 (Ho & Salimans 2022, Sec. 3.2): drop the condition
-            keep = (torch.rand(B, device=dev) >= g.p_uncond).to(cond.dtype)
+        if cond is not None and g.conditioning.p_uncond > 0:   # design note 000, hack 6 (Ho & Salimans 2022, Sec. 3.2): drop the condition
+            keep = (torch.rand(B, device=dev) >= g.conditioning.p_uncond).to(cond.dtype)
             cond = cond * bcast(keep, cond)
-        mask = torch.rand(B, device=dev) < g.self_cond_p if g.self_cond else None
+        mask = torch.rand(B, device=dev) < g.conditioning.self_cond_p if g.conditioning.self_cond else None
         l, out, x_t = self.forward_loss(model, x0, t, eps, cond, mask)
         loss, wl, spec = self.combine(l, t, out, x_t, x0)
         comps = dict(mse=l.mean().detach(), weighted=wl.detach())
-        if g.spectral_weight > 0: comps['spectral'] = spec.detach()
-        b = t_bucket(t, g.t_buckets)
-        for i in range(g.t_buckets):
+        if g.spectral.weight > 0: comps['spectral'] = spec.detach()
+        b = t_bucket(t, g.diagnostics.t_buckets)
+        for i in range(g.diagnostics.t_buckets):
             m = (b == i).to(l.dtype)
             comps[f'loss_t{i}'] = (l.detach() * m).sum() / B
             comps[f'frac_t{i}'] = m.sum() / B
@@ -103,7 +103,7 @@ class GenStep:
 
     def bucket_t(self, n, generator=None):
         "(k, n) timesteps, row i uniform in bucket i."
-        k = self.gen.t_buckets
+        k = self.gen.diagnostics.t_buckets
         return (torch.arange(k, dtype=torch.float64)[:, None] + torch.rand(k, n, generator=generator, dtype=torch.float64)) / k
 
     def grad_norms(self, model, batch, ctx=None, seed=0):
@@ -145,16 +145,16 @@ class AfterStep:
     "fit's `after_step`: forced weight normalisation (hack 3), power EMA with snapshots in `run_dir/power_ema` (hack 7), then `extra`."
     def __init__(self, cfg:Config, model, run_dir=None, extra=None, main=True):
         self.cfg, self.run_dir, self.extra, self.main, self.pema = cfg, Path(run_dir) if run_dir else None, extra, main, None
-        if cfg.gen.force_weight_norm and cfg.gen.net != 'edm2': raise ConfigError('config: gen.force_weight_norm needs gen.net=edm2')
-        if cfg.gen.power_ema:
-            self.pema = PowerEMA(model, sigma_rels=tuple(cfg.gen.power_ema), snapshot_every=cfg.run.ckpt_every)
+        if cfg.gen.net.force_weight_norm and cfg.gen.net.kind != 'edm2': raise ConfigError('config: gen.net.force_weight_norm needs gen.net.kind=edm2')
+        if cfg.gen.power_ema.sigma_rels:
+            self.pema = PowerEMA(model, sigma_rels=tuple(cfg.gen.power_ema.sigma_rels), snapshot_every=cfg.run.ckpt_every)
             sp = self.folder/'state.pt' if self.folder else None
             if sp is not None and sp.exists(): self.pema.load_state_dict(load_checkpoint(sp)['pema'])
     @property
     def folder(self): return self.run_dir/'power_ema' if self.run_dir else None
     def __call__(self, model, ctx):
         step = ctx.step + 1   # fit calls after_step after the optimiser step and before ctx.step advances
-        if self.cfg.gen.force_weight_norm: force_weight_norm_(model)   # EDM2 Sec. 2.3 (Karras et al. 2024), design note 000 hack 3
+        if self.cfg.gen.net.force_weight_norm: force_weight_norm_(model)   # EDM2 Sec. 2.3 (Karras et al. 2024), design note 000 hack 3
         if self.pema is not None and step > self.pema.step:
             self.pema.update(model, step)   # EDM2 Sec. 3.1 power-function EMA
             if self.pema.snapshots: self.save()
@@ -175,15 +175,15 @@ class AfterStep:
 # %% ../nbs/60_gen_step.ipynb #32c827e3
 @torch.no_grad()
 def sample(model, cfg:Config, shape, cond=None, generator=None, steps:int=0, noise=None):
-    "Draw samples with `gen.sampler` at `gen.steps`, feeding self-conditioning back and guiding with `gen.guidance` when `cond` is given."
+    "Draw samples with `gen.sampling.solver` at `gen.sampling.steps`, feeding self-conditioning back and guiding with `gen.conditioning.guidance` when `cond` is given."
     g = cfg.gen; check_sampler(g)
     obj = make_objective(g)
-    kw = dict(generator=generator, noise=noise, cond=cond, w=g.guidance if cond is not None else 0.0, self_cond=g.self_cond)
-    n = steps or g.steps
+    kw = dict(generator=generator, noise=noise, cond=cond, w=g.conditioning.guidance if cond is not None else 0.0, self_cond=g.conditioning.self_cond)
+    n = steps or g.sampling.steps
     was = getattr(model, 'training', False)
     if isinstance(model, nn.Module): model.eval()
-    if g.sampler in ('ddim', 'ancestral'): kw['eta'] = g.eta if g.sampler == 'ddim' else 1.0
-    try: x = S.SAMPLERS[g.sampler](model, obj, shape, n, **kw)
+    if g.sampling.solver in ('ddim', 'ancestral'): kw['eta'] = g.sampling.eta if g.sampling.solver == 'ddim' else 1.0
+    try: x = S.SAMPLERS[g.sampling.solver](model, obj, shape, n, **kw)
     finally:
         if isinstance(model, nn.Module): model.train(was)
     return x
@@ -202,7 +202,7 @@ def overfit_config(cfg:Config) -> Config:
     return c
 
 def train_gen(cfg:Config, stage:str, net, step:GenStep, train_ds, run_dir, accelerator=None, val_batch=None, extra=None):
-    "`fit` the generative `net` with `step`, per-bucket gradient norms every `gen.grad_bucket_every` steps and `AfterStep`; returns FitResult."
+    "`fit` the generative `net` with `step`, per-bucket gradient norms every `gen.diagnostics.grad_bucket_every` steps and `AfterStep`; returns FitResult."
     from ups_nb.loop import fit
     main = accelerator is None or accelerator.is_main_process
     if cfg.gen.overfit: train_ds = FixedBatch(train_ds, cfg.data.batch_size)
@@ -211,7 +211,7 @@ def train_gen(cfg:Config, stage:str, net, step:GenStep, train_ds, run_dir, accel
     if val_batch is not None:
         def val_fn(m): return step.val_profile(m, {k: v.to(next(m.parameters()).device) for k, v in val_batch.items()})['loss']
     res = fit(stage, net, step, train_ds, overfit_config(cfg), run_dir, val_fn=val_fn, accelerator=accelerator, after_step=after,
-              diagnostics=step.grad_norms if cfg.gen.grad_bucket_every else None, diagnostics_every=cfg.gen.grad_bucket_every)
+              diagnostics=step.grad_norms if cfg.gen.diagnostics.grad_bucket_every else None, diagnostics_every=cfg.gen.diagnostics.grad_bucket_every)
     after.finish()
     return res
 

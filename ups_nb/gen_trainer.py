@@ -53,8 +53,8 @@ def save_spectra(fields:dict, png, npz=None):
 
 # %% ../nbs/61_gen_trainer.ipynb #885e0b85
 def sample_report(model, cfg:Config, real, folder, tag, seed=0, n=0) -> tuple:
-    "Draw `n` (default `gen.n_eval`) unconditional samples, save a grid and spectra against `real`; returns (samples, stats dict)."
-    n = n or cfg.gen.n_eval
+    "Draw `n` (default `gen.eval.n_samples`) unconditional samples, save a grid and spectra against `real`; returns (samples, stats dict)."
+    n = n or cfg.gen.eval.n_samples
     dev = next(model.parameters()).device
     x = sample(model, cfg, (n, *real.shape[1:]), generator=torch.Generator().manual_seed(seed)).float().cpu()
     real = real[:max(n, 1)].float().cpu()
@@ -66,7 +66,7 @@ def sample_report(model, cfg:Config, real, folder, tag, seed=0, n=0) -> tuple:
 
 def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None) -> dict:
     "Shared body of the unconditional trainers: run folder, data (`data_fn(cfg, acc) -> (train, val, channels, desc)`), fit, samples, eval.json."
-    if cfg.gen.objective not in need: raise ConfigError(f'config: task={cfg.task} needs gen.objective in {need}, got {cfg.gen.objective!r}')
+    if cfg.gen.objective.kind not in need: raise ConfigError(f'config: task={cfg.task} needs gen.objective.kind in {need}, got {cfg.gen.objective.kind!r}')
     acc, run_dir, done = open_run(cfg)
     if done is not None:
         if acc.is_main_process: print(f"run folder: {run_dir} is finished; its evaluation: {run_dir/'eval.json'}")
@@ -76,10 +76,10 @@ def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None)
     say = print if acc.is_main_process else (lambda *a, **k: None)
     say(f'run folder: {run_dir}\ndata: {desc} ({len(train)} train / {len(val)} val samples)')
     net, step = build_net(cfg, C, C), GenStep(cfg)
-    real = first_items(val, max(cfg.gen.n_eval, 8))['x']
+    real = first_items(val, max(cfg.gen.eval.n_samples, 8))['x']
     def periodic(model, s):
-        if acc.is_main_process and cfg.gen.sample_every and s % cfg.gen.sample_every == 0:
-            sample_report(model, cfg, real, run_dir/'samples', f'{s:07d}', n=min(8, cfg.gen.n_eval))
+        if acc.is_main_process and cfg.gen.diagnostics.sample_every and s % cfg.gen.diagnostics.sample_every == 0:
+            sample_report(model, cfg, real, run_dir/'samples', f'{s:07d}', n=min(8, cfg.gen.eval.n_samples))
     res = train_gen(cfg, stage, net, step, train, run_dir, acc, val_batch=first_items(val, 8), extra=periodic)
     say(f'{stage}: {res.reason} after {res.steps} steps, best val {res.best:.4g}, {res.seconds:.0f}s')
     ev = {}
@@ -98,7 +98,7 @@ def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None)
 def snapshot_data(cfg:Config, acc=None):
     "Train/val snapshot sets of the config's field file (generated on first use)."
     fd = field_data(cfg, acc)
-    return Snapshots(fd, 'train', cfg.gen.resolution), Snapshots(fd, 'val', cfg.gen.resolution), fd.channels, f'{fd.path} {fd.shape} -> {cfg.gen.resolution}^2'
+    return Snapshots(fd, 'train', cfg.gen.field.resolution), Snapshots(fd, 'val', cfg.gen.field.resolution), fd.channels, f'{fd.path} {fd.shape} -> {cfg.gen.field.resolution}^2'
 
 # %% ../nbs/61_gen_trainer.ipynb #fa7aee42
 class FeatureNet(nn.Module):
@@ -138,7 +138,7 @@ def frechet_feature_distance(real, fake, net) -> float:
 def inception_fid(real, fake, weights_path:str) -> float:
     "True FID with torchvision's Inception-v3 and local weights at `weights_path` (needs torchvision)."
     try: import torchvision
-    except ImportError: raise ConfigError(f'gen.fid_weights={weights_path!r}: true FID needs torchvision, which is not installed; use frechet_feature_distance') from None
+    except ImportError: raise ConfigError(f'gen.eval.fid_weights={weights_path!r}: true FID needs torchvision, which is not installed; use frechet_feature_distance') from None
     net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     net.load_state_dict(torch.load(weights_path, map_location='cpu', weights_only=True)); net.fc = nn.Identity(); net.eval()
     def feats(x):

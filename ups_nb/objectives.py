@@ -226,8 +226,8 @@ class VPrediction(_DiscreteVP):
 
 # %% ../nbs/30_objectives.ipynb #1a4f8bc8
 def make_objective(gen):
-    "The objective of `gen.objective` on the common t ∈ [0, 1]."
-    if gen.objective == 'flow': return FlowMatching()
-    if gen.objective == 'edm': return EDM(gen.sigma_min, gen.sigma_max, gen.sigma_data)
-    cls = DDPM if gen.objective == 'ddpm' else VPrediction
-    return cls(schedule=gen.schedule, T=gen.n_timesteps)
+    "The objective of `gen.objective.kind` on the common t ∈ [0, 1]."
+    if gen.objective.kind == 'flow': return FlowMatching()
+    if gen.objective.kind == 'edm': return EDM(gen.objective.sigma_min, gen.objective.sigma_max, gen.objective.sigma_data)
+    cls = DDPM if gen.objective.kind == 'ddpm' else VPrediction
+    return cls(schedule=gen.objective.schedule, T=gen.objective.n_timesteps)

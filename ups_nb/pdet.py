@@ -9,7 +9,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from .latent import LatentState
 
 # %% auto #0
 __all__ = ['PDET_PRESETS', 'as_grid', 'window_partition', 'window_merge', 'window_shifts', 'shifted_window_mask',
@@ -411,15 +410,3 @@ class LatentOperator(nn.Module):
         "One step: `(B, tokens, dim)` → `(B, tokens, dim)`."
         return z + self.backbone(z, dt, cond)
 
-    def step(self, state: LatentState, dt) -> LatentState:
-        "One step on a `LatentState`: conditioning from `state.cond`, time advanced by dt."
-        return state.replace(z=self(state.z, dt, state.cond), t=state.t + torch.as_tensor(dt, dtype=state.t.dtype, device=state.t.device))
-
-    def rollout(self, z0, dt, steps, cond=None):
-        "Autoregressive rollout → `(B, steps, tokens, dim)` (the states after 1 … steps steps, z0 excluded)."
-        if steps < 1: raise ValueError(f"rollout steps={steps} must be >= 1")
-        out, z = [], z0
-        for _ in range(steps):
-            z = self(z, dt, cond)
-            out.append(z)
-        return torch.stack(out, 1)

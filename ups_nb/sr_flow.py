@@ -39,13 +39,13 @@ class SRData(Dataset):
     def __init__(self, fd:FieldData, split:str, cfg:Config):
         from ups_nb.data import SuperResPairs
         g, f = cfg.gen, cfg.data.sr_factor
-        if fd.shape != (g.resolution, g.resolution):
-            raise ConfigError(f'config: gen.resolution={g.resolution} must equal the grid {fd.shape} of {fd.path} (set data.nx)')
-        pairs = SuperResPairs(fd.path, fd.splits[split], f, method=g.sr_down, normalizer=fd.norm)
+        if fd.shape != (g.field.resolution, g.field.resolution):
+            raise ConfigError(f'config: gen.field.resolution={g.field.resolution} must equal the grid {fd.shape} of {fd.path} (set data.nx)')
+        pairs = SuperResPairs(fd.path, fd.splits[split], f, method=g.sr.down, normalizer=fd.norm)
         items = [pairs[j] for j in range(len(pairs))]
         self.hi = torch.from_numpy(np.stack([it['target'] for it in items]))
         self.lo = torch.from_numpy(np.stack([it['input'] for it in items]))
-        self.cond = periodic_upsample(self.lo, f, g.sr_up)
+        self.cond = periodic_upsample(self.lo, f, g.sr.up)
     def __len__(self): return len(self.hi)
     def __getitem__(self, j): return dict(x=self.hi[j], cond=self.cond[j], lo=self.lo[j])
 
@@ -72,8 +72,8 @@ def sr_pictures(model, cfg:Config, batch, folder, tag, seed=0):
     return s
 
 def evaluate_sr(model, cfg:Config, ds:SRData, run_dir) -> dict:
-    "Metrics of the model's samples and of the bicubic/nearest baselines on the first `gen.n_eval` items of `ds`."
-    b = first_items(ds, cfg.gen.n_eval)
+    "Metrics of the model's samples and of the bicubic/nearest baselines on the first `gen.eval.n_samples` items of `ds`."
+    b = first_items(ds, cfg.gen.eval.n_samples)
     dev = next(model.parameters()).device
     b = {k: v.to(dev) for k, v in b.items()}
     s = sr_pictures(model, cfg, b, Path(run_dir), 'final', seed=cfg.seed)
@@ -91,7 +91,7 @@ def sr_table(ev:dict) -> str:
 # %% ../nbs/62_sr_flow.ipynb #55754791
 def train_sr_flow(cfg:Config) -> dict:
     "Train the super-resolution flow-matching model of `cfg`, save sample grids and spectra, evaluate on the test split; returns eval.json's dict."
-    if cfg.gen.objective != 'flow': raise ConfigError(f"config: task=sr_flow trains flow matching; gen.objective must be 'flow', got {cfg.gen.objective!r}")
+    if cfg.gen.objective.kind != 'flow': raise ConfigError(f"config: task=sr_flow trains flow matching; gen.objective.kind must be 'flow', got {cfg.gen.objective.kind!r}")
     acc, run_dir, done = open_run(cfg)
     if done is not None:
         if acc.is_main_process: print(f"run folder: {run_dir} is finished; its evaluation: {run_dir/'eval.json'}")
@@ -105,7 +105,7 @@ def train_sr_flow(cfg:Config) -> dict:
     step = GenStep(cfg)
     viz = first_items(val, 4)
     def periodic(model, s):
-        if acc.is_main_process and cfg.gen.sample_every and s % cfg.gen.sample_every == 0:
+        if acc.is_main_process and cfg.gen.diagnostics.sample_every and s % cfg.gen.diagnostics.sample_every == 0:
             dev = next(model.parameters()).device
             sr_pictures(model, cfg, {k: v.to(dev) for k, v in viz.items()}, run_dir/'samples', f'{s:07d}')
     res = train_gen(cfg, 'sr_flow', net, step, train, run_dir, acc, val_batch=first_items(val, 8), extra=periodic)

@@ -61,15 +61,19 @@ def tiny(data, out, *extra):
 # --- 1, 2, 9: staged runs, exit codes, intermixed overrides, finished runs ---------------------------------------------
 
 def test_staged_run_and_exit_codes(data, tmp_path):
-    out = tmp_path/'runs'
-    ok(run(*TRAIN, f'data.path={data}', '--stage', 'operator', f'run.out_dir={out}', '--config', 'burgers_tiny', 'run.ckpt_every=7', 'run.log_every=3'))
-    ok(run(*tiny(data, out, '--stage', 'readout')))
-    ok(run(*tiny(data, out.resolve(), '--stage', 'fno'), cwd=tmp_path))      # out_dir absolute, another working directory
-    r = ok(run(BIN/'ups_eval', '--config', 'burgers_tiny', f'data.path={data}', f'run.out_dir={out}'))
-    assert 'operator / fno' in r.stdout
+    out, both = tmp_path/'runs', 'corrector.bases=[operator,fno]'      # a corrector for each base
+    ok(run(*TRAIN, f'data.path={data}', '--stage', 'operator', f'run.out_dir={out}', '--config', 'burgers_tiny', 'run.ckpt_every=7', 'run.log_every=3', both))
+    ok(run(*tiny(data, out, '--stage', 'readout', both)))
+    ok(run(*tiny(data, out.resolve(), '--stage', 'fno', both), cwd=tmp_path))      # out_dir absolute, another working directory
     rd = run_folder(out)
+    bases = digest(rd/'ckpt'/'operator.pt', rd/'ckpt'/'fno.pt')
+    ok(run(*tiny(data, out, '--stage', 'diffusion', both)))
+    assert digest(rd/'ckpt'/'operator.pt', rd/'ckpt'/'fno.pt') == bases                # the frozen bases are only read
+    assert {'diffusion_operator.pt', 'diffusion_fno.pt'} <= {p.name for p in (rd/'ckpt').iterdir()}
+    r = ok(run(BIN/'ups_eval', '--config', 'burgers_tiny', f'data.path={data}', f'run.out_dir={out}', both))
+    assert 'operator / fno' in r.stdout and 'fno+corrector: 3 members, spread-skill' in r.stdout
     board = out/'leaderboard.jsonl'
-    assert len(board.read_text().splitlines()) == 3
+    assert len(board.read_text().splitlines()) == 5
     ev = json.loads((rd/'eval.json').read_text())
     ck = {s: torch.load(rd/'ckpt'/f'{s}.pt', weights_only=True) for s in ('operator', 'fno')}
     for s in ('operator', 'fno'):
@@ -77,13 +81,13 @@ def test_staged_run_and_exit_codes(data, tmp_path):
         assert ev['models'][s]['train_cpu_seconds'] == pytest.approx(ck[s]['cpu_seconds']) and ck[s]['cpu_seconds'] > 0
     # the whole command again: the run is finished, so it prints the saved table and appends nothing
     before = digest(rd/'ckpt', board)
-    r = ok(run(BIN/'ups_train', '--config', 'burgers_tiny', f'data.path={data}', f'run.out_dir={out}'))
+    r = ok(run(BIN/'ups_train', '--config', 'burgers_tiny', f'data.path={data}', f'run.out_dir={out}', both))
     assert 'is finished' in r.stdout and 'operator / fno' in r.stdout
     assert digest(rd/'ckpt', board) == before
     # asked for, it evaluates again; the leaderboard keeps one row per model and run
-    ok(run(BIN/'ups_train', '--stage', 'eval', '--config', 'burgers_tiny', f'data.path={data}', f'run.out_dir={out}'))
+    ok(run(BIN/'ups_train', '--stage', 'eval', '--config', 'burgers_tiny', f'data.path={data}', f'run.out_dir={out}', both))
     r = ok(run(BIN/'ups_leaderboard', '--path', board))
-    assert sum(rd.name in l for l in r.stdout.splitlines()) == 3
+    assert sum(rd.name in l for l in r.stdout.splitlines()) == 5
     r = ok(run(BIN/'ups_data', 'burgers', '--n', '2', '--nx', '64', '--t_end', '0.1', '--dt_out', '0.05', '--out', tmp_path/'gen'))
     assert r.stdout.startswith('wrote ')
 
@@ -110,6 +114,8 @@ def test_stage_without_its_input(data, tmp_path):
     one_line_error(run(*tiny(data, tmp_path/'runs', '--stage', 'fno', 'stages.fno.epochs=null')), 'operator.pt is missing', "run the 'operator' stage first")
     one_line_error(run(*tiny(data, tmp_path/'runs', '--stage', 'eval')), 'operator.pt is missing', "run the 'operator' stage first")
     one_line_error(run(*tiny(data, tmp_path/'runs', '--stage', 'readout')), 'operator.pt is missing', "run the 'operator' stage first")
+    one_line_error(run(*tiny(data, tmp_path/'runs', '--stage', 'diffusion')), 'operator.pt is missing', "run the 'operator' stage first")
+    one_line_error(run(*tiny(data, tmp_path/'runs', '--stage', 'diffusion', 'corrector.bases=[fno]')), 'fno.pt is missing', "run the 'fno' stage first")
 
 # --- 4: non-finite training ---------------------------------------------------------------------------------------------
 

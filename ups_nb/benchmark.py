@@ -47,7 +47,7 @@ def summarise(evs:list[dict]) -> dict:
     models, out = list(evs[0]['models']), {}
     for k in models:
         rs = [e['models'][k] for e in evs]
-        row = {m: dict(zip(('mean', 'std'), _ms([r.get(m) for r in rs]))) for m in ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time')}
+        row = {m: dict(zip(('mean', 'std'), _ms([r.get(m) for r in rs]))) for m in ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time', 'crps', 'spread_skill', 'coverage_ece')}
         row['nrmse_sem_traj'] = _ms([r.get('nrmse_sem') for r in rs])[0]
         row.update(params=rs[0]['params'], seeds=[e['seed'] for e in evs], nrmse_per_seed=[r.get('nrmse') for r in rs],
                    train_steps=[r.get('train_steps') for r in rs], train_cpu_seconds=[r.get('train_cpu_seconds') for r in rs])
@@ -61,6 +61,11 @@ def summarise(evs:list[dict]) -> dict:
             if k.startswith('operator') and b in models:
                 per = [e['models'][k]['nrmse'] / e['models'][b]['nrmse'] if e['models'][k].get('nrmse') is not None and e['models'][b].get('nrmse') else None for e in evs]
                 ratios[f'{k}/{b}'] = dict(zip(('mean', 'std'), _ms(per)), per_seed=per)
+    for k in models:                                       # a corrected ensemble against its own base: horizon and error ratios
+        if k.endswith('+corrector') and (b := k.split('+')[0]) in models:
+            for m in ('corr_horizon_steps', 'nrmse', 'crps'):
+                per = [e['models'][k][m] / e['models'][b][m] if e['models'][k].get(m) is not None and e['models'][b].get(m) else None for e in evs]
+                ratios[f'{k}/{b} {m}'] = dict(zip(('mean', 'std'), _ms(per)), per_seed=per)
     ro = [e['readout'] for e in evs if e.get('readout')]
     readout = {k: dict(zip(('mean', 'std'), _ms([r['nrmse'].get(k) for r in ro]))) for k in ro[0]['nrmse']} if ro else None
     e0 = evs[0]
@@ -80,6 +85,9 @@ def summary_table(s:dict) -> str:
         rows.append(f"{k:<17} {_pm(r['nrmse']):>20} {format(r['nrmse_sem_traj'] or 0, '.2g'):>10} {_pm(r['nrmse_first'], '.3g'):>18} {_pm(r['nrmse_last'], '.3g'):>16} "
                     f"{_pm(r['corr_horizon_time'], '.3g'):>14} {r['params']:>8} {(f'{min(st)}–{max(st)}' if st else '-'):>14} {(f'{np.mean(cpu):.0f}' if cpu else '-'):>12}")
     for k, r in s['ratios'].items(): rows.append(f"{k}: {_pm(r, '.3f')}  (per seed: {', '.join('-' if v is None else f'{v:.3f}' for v in r['per_seed'])})")
+    for k, r in s['models'].items():
+        if r.get('spread_skill', {}).get('mean') is not None:
+            rows.append(f"{k}: CRPS {_pm(r['crps'])}, spread-skill {_pm(r['spread_skill'], '.3f')}, coverage ECE {_pm(r['coverage_ece'], '.3f')}")
     if s.get('readout'):
         rows.append(f"operator read out at {s['readout_points']} points (nRMSE): " + ', '.join(f'{k} {_pm(v)}' for k, v in s['readout'].items()))
     rows.append(f"{s['n_seeds']} seeds (mean ± std over seeds), {s['n_test']} test trajectories, {s['steps']} autoregressive steps of dt={s['dt']:g}, physical units")

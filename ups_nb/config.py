@@ -12,8 +12,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'key', 'RunCfg',
-           'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'TrainCfg',
-           'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg', 'TimestepsCfg',
+           'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'CorrectorCfg',
+           'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg', 'TimestepsCfg',
            'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg', 'DiagnosticsCfg', 'GenEvalCfg',
            'FieldCfg', 'SuperResCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys',
            'to_dict', 'from_dict', 'generated_frames', 'check_frames', 'check_consistency', 'builtin_configs',
@@ -130,6 +130,27 @@ class ReadoutCfg:
     depth: int = key(1, 'cross-attention blocks', ge=1, le=1024)
     n_freqs: int = key(8, 'Fourier frequencies per coordinate of the query points', ge=1, le=64)
 
+# %% ../nbs/00_config.ipynb #7f297692
+@dataclass
+class CorrectorCfg:
+    "The diffusion corrector (stage 'diffusion'): flow matching of the residual of a frozen base model's one-step prediction, sampled as an ensemble."
+    bases: list[Literal['operator', 'fno']] = key(['operator'], "frozen base models that get a corrector each (empty: no diffusion stage); 'fno' needs 'fno' in eval.baselines")
+    patch: int = key(4, 'grid points per patch and axis', ge=1, le=2**12)
+    preset: str = key('tiny', 'backbone size preset: tiny, tiny2d, S, B, L')
+    hidden: int | None = key(None, 'backbone width (null: from preset)', ge=1, le=2**16)
+    depths: list[int] = key([], 'blocks per U-stage (empty: from preset)')
+    head_channels: int = key(16, 'channels per point before the output convolution', ge=1, le=2**12)
+    out_kernel: int = key(5, 'width of the output convolution (odd)', ge=1, le=1025)
+    train_horizon: int = key(1, 'training inputs: the base rolls out h ~ U{1..train_horizon} steps from the true history, and the corrector learns the truth at step h given the base state (1: one-step pairs)', ge=1, le=10**4)
+    tau: Literal['uniform', 'beta'] = key('uniform', 'training distribution of the flow time tau')
+    tau_a: float = key(1.0, "Beta(tau_a, tau_b) when tau is 'beta'", gt=0)
+    tau_b: float = key(1.0, "Beta(tau_a, tau_b) when tau is 'beta'", gt=0)
+    solver: Literal['euler', 'heun'] = key('euler', 'sampler of a correction (ups_nb.samplers)')
+    steps: int = key(4, 'solver steps per correction (heun: two network calls each)', ge=1, le=10**4)
+    start: float = key(1.0, 'flow time a correction starts from: 1 draws the residual from pure noise, below 1 refines the base prediction (SDEdit)', gt=0, le=1)
+    members: int = key(8, 'ensemble members in evaluation', ge=1, le=10**4)
+    cadence: int = key(1, 'correct every cadence-th step of a rollout (1: every step)', ge=1, le=10**6)
+
 # %% ../nbs/00_config.ipynb #19f78f96
 @dataclass
 class TrainCfg:
@@ -185,6 +206,7 @@ class StagesCfg:
     operator: OperatorStageCfg = key(OperatorStageCfg(), 'the transient operator (either route)')
     readout: StageCfg = key(StageCfg(epochs=3), 'the any-point readout head, trained on the frozen operator')
     fno: StageCfg = key(StageCfg(), "the FNO baseline, trained with the operator stage's rollout settings; with stages.fno.epochs null it trains for the operator stage's CPU time")
+    diffusion: StageCfg = key(StageCfg(), 'the diffusion corrector of each base in corrector.bases, trained on the frozen base')
 
 # %% ../nbs/00_config.ipynb #f3573c90
 @dataclass
@@ -308,7 +330,7 @@ class Config:
     "The whole run."
     name: str = key('run', 'config name (used in the run folder name)')
     task: Literal['pipeline', 'sr_flow', 'edm', 'ddpm'] = key('pipeline', 'which trainer runs')
-    stage: str = key('all', 'pipeline stage(s): operator, readout, fno, eval, all')
+    stage: str = key('all', 'pipeline stage(s): operator, readout, fno, diffusion, eval, all')
     seed: int = key(0, 'global seed', ge=0, lt=2**32)
     run: RunCfg = key(RunCfg())
     data: DataCfg = key(DataCfg())
@@ -317,6 +339,7 @@ class Config:
     decoder: DecoderCfg = key(DecoderCfg())
     operator: OperatorCfg = key(OperatorCfg())
     readout: ReadoutCfg = key(ReadoutCfg())
+    corrector: CorrectorCfg = key(CorrectorCfg())
     fno: FNOCfg = key(FNOCfg())
     train: TrainCfg = key(TrainCfg())
     stages: StagesCfg = key(StagesCfg())
@@ -466,7 +489,7 @@ def from_dict(d, check=True):
 
 # %% ../nbs/00_config.ipynb #9020693e
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]{0,99}')
-STAGES_OF = {'pipeline': ('all', 'operator', 'readout', 'fno', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
+STAGES_OF = {'pipeline': ('all', 'operator', 'readout', 'fno', 'diffusion', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
 
 def generated_frames(d) -> int:
     "Frames of the file the data section generates: t_end/dt_out steps plus the initial frame."
@@ -514,6 +537,10 @@ def check_consistency(cfg):
             raise ConfigError(f'config: readout.heads={cfg.readout.heads} does not divide readout.hidden={cfg.readout.hidden}')
         if cfg.readout.enabled and cfg.data.x_down > 1 and grid % cfg.readout.patch:
             raise ConfigError(f'config: readout.patch={cfg.readout.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
+        if cfg.corrector.bases and grid % cfg.corrector.patch:
+            raise ConfigError(f'config: corrector.patch={cfg.corrector.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
+        if cfg.corrector.out_kernel % 2 == 0: raise ConfigError(f'config: corrector.out_kernel={cfg.corrector.out_kernel} must be odd')
+        if 'fno' in cfg.corrector.bases and 'fno' not in cfg.eval.baselines: raise ConfigError("config: corrector.bases lists 'fno', which needs 'fno' in eval.baselines (the FNO is not trained otherwise)")
         if o.route == 'patch' and o.channel_separated: raise ConfigError('config: operator.channel_separated splits latent tokens; it needs operator.route=latent')
     if cfg.operator.channel_separated and cfg.latent.dim % cfg.operator.channels:
         raise ConfigError(f'config: operator.channels={cfg.operator.channels} does not divide latent.dim={cfg.latent.dim}')

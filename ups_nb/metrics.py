@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['rmse', 'nrmse', 'relative_l2', 'radial_power_spectrum', 'spectrum_error', 'psnr', 'ssim_map', 'ssim', 'mean_spectrum',
-           'spectrum_log_error', 'frame_corr', 'rollout_metrics', 'count_params', 'frechet_distance']
+           'spectrum_log_error', 'frame_corr', 'rollout_metrics', 'count_params', 'crps_ensemble', 'spread_skill_ratio',
+           'interval_coverage', 'frechet_distance']
 
 # %% ../nbs/19_metrics.ipynb #465a44b6
 def _dims(x, dims):
@@ -144,6 +145,35 @@ def rollout_metrics(pred, true, dt:float=1.0, corr_threshold:float=0.8) -> dict:
 def count_params(model) -> int:
     "Number of parameters of `model` (trainable or not): its size as the evaluation tables report it."
     return sum(p.numel() for p in model.parameters())
+
+# %% ../nbs/19_metrics.ipynb #e292fda7
+def crps_ensemble(ens, y):
+    "CRPS of the M-member ensemble `ens` (M, B, ...) for the truth `y` (B, ...): E|X − y| − ½E|X − X'| per point, mean over all but the batch axis → (B,)."
+    if ens.shape[1:] != y.shape: raise ValueError(f'crps_ensemble: ensemble {tuple(ens.shape)} does not match the truth {tuple(y.shape)} after its member axis')
+    M = ens.shape[0]
+    skill = (ens - y).abs().mean(0)                                      # Gneiting & Raftery 2007, Eq. 21, first term
+    w = (2 * torch.arange(1, M + 1, dtype=ens.dtype, device=ens.device) - M - 1).view(M, *[1] * y.ndim)
+    spread = 2 / M**2 * (w * ens.sort(0).values).sum(0)                  # ... second term, Σ|x_i − x_j|/M² from the sorted members in O(M) memory
+    return (skill - 0.5 * spread).flatten(1).mean(1)
+
+def spread_skill_ratio(ens, y) -> float:
+    "√((M+1)/M) · √(mean ensemble variance) / RMSE of the ensemble mean (Fortin et al. 2014, Eq. 13): 1 for a calibrated ensemble."
+    M = ens.shape[0]
+    if M < 2: raise ValueError('spread_skill_ratio: needs at least 2 members')
+    spread = ens.var(0, unbiased=True).mean().sqrt()
+    skill = (ens.mean(0) - y).pow(2).mean().sqrt()
+    return float(math.sqrt((M + 1) / M) * spread / skill)
+
+def interval_coverage(ens, y, levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)) -> dict:
+    "The truth's rank histogram among the M members, the coverage of the central PIT interval at each level p, and ECE = mean |coverage(p) − p|."
+    M = ens.shape[0]
+    r = (ens < y).sum(0).double().flatten()                              # rank of the truth among the members (Anderson 1996)
+    cov = []
+    for p in levels:                                                     # E_V[(r + V)/(M + 1) ∈ [(1−p)/2, (1+p)/2]], V ~ U(0, 1)
+        lo, hi = (M + 1) * (1 - p) / 2, (M + 1) * (1 + p) / 2
+        cov.append(float((torch.minimum(r + 1, torch.tensor(hi)) - torch.maximum(r, torch.tensor(lo))).clamp(0, 1).mean()))
+    return dict(levels=list(levels), coverage=cov, ece=float(np.mean([abs(c - p) for c, p in zip(cov, levels)])),
+                rank_histogram=torch.bincount(r.long(), minlength=M + 1).tolist())
 
 # %% ../nbs/19_metrics.ipynb #5d632915
 def frechet_distance(f1, f2) -> float:

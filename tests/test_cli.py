@@ -64,7 +64,7 @@ def test_latent_route_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     (rd,) = [d for d in (tmp_path/'runs').iterdir() if d.is_dir()]
     ev = json.loads((rd/'eval.json').read_text())
-    assert set(ev['models']) == {'operator', 'operator_reencode', 'fno', 'persistence', 'operator+corrector'}
+    assert set(ev['models']) == {'operator', 'operator_reencode', 'fno', 'persistence', 'operator+corrector', 'operator+student'}
     assert ev['models']['operator']['params'] == ev['models']['operator_reencode']['params']
     comps = {k for e in map(json.loads, (rd/'log.jsonl').read_text().splitlines()) if e.get('event') == 'train' and e['stage'] == 'operator' for k in e}
     assert {'latent', 'inv_enc', 'inv_dec', 'rollout_mse'} <= comps

@@ -70,10 +70,14 @@ def test_staged_run_and_exit_codes(data, tmp_path):
     ok(run(*tiny(data, out, '--stage', 'diffusion', both)))
     assert digest(rd/'ckpt'/'operator.pt', rd/'ckpt'/'fno.pt') == bases                # the frozen bases are only read
     assert {'diffusion_operator.pt', 'diffusion_fno.pt'} <= {p.name for p in (rd/'ckpt').iterdir()}
+    teachers = digest(rd/'ckpt'/'diffusion_operator.pt', rd/'ckpt'/'diffusion_fno.pt')
+    ok(run(*tiny(data, out, '--stage', 'distill', both)))
+    assert digest(rd/'ckpt'/'diffusion_operator.pt', rd/'ckpt'/'diffusion_fno.pt') == teachers          # the teachers are only read
+    assert {'distill_operator.pt', 'distill_fno.pt'} <= {p.name for p in (rd/'ckpt').iterdir()}
     r = ok(run(BIN/'ups_eval', '--config', 'burgers_tiny', f'data.path={data}', f'run.out_dir={out}', both))
-    assert 'operator / fno' in r.stdout and 'fno+corrector: 3 members, spread-skill' in r.stdout
+    assert 'operator / fno' in r.stdout and 'fno+corrector: 3 members, spread-skill' in r.stdout and 'fno student: 2 steps' in r.stdout
     board = out/'leaderboard.jsonl'
-    assert len(board.read_text().splitlines()) == 5
+    assert len(board.read_text().splitlines()) == 7
     ev = json.loads((rd/'eval.json').read_text())
     ck = {s: torch.load(rd/'ckpt'/f'{s}.pt', weights_only=True) for s in ('operator', 'fno')}
     for s in ('operator', 'fno'):
@@ -87,7 +91,7 @@ def test_staged_run_and_exit_codes(data, tmp_path):
     # asked for, it evaluates again; the leaderboard keeps one row per model and run
     ok(run(BIN/'ups_train', '--stage', 'eval', '--config', 'burgers_tiny', f'data.path={data}', f'run.out_dir={out}', both))
     r = ok(run(BIN/'ups_leaderboard', '--path', board))
-    assert sum(rd.name in l for l in r.stdout.splitlines()) == 5
+    assert sum(rd.name in l for l in r.stdout.splitlines()) == 7
     r = ok(run(BIN/'ups_data', 'burgers', '--n', '2', '--nx', '64', '--t_end', '0.1', '--dt_out', '0.05', '--out', tmp_path/'gen'))
     assert r.stdout.startswith('wrote ')
 
@@ -116,6 +120,8 @@ def test_stage_without_its_input(data, tmp_path):
     one_line_error(run(*tiny(data, tmp_path/'runs', '--stage', 'readout')), 'operator.pt is missing', "run the 'operator' stage first")
     one_line_error(run(*tiny(data, tmp_path/'runs', '--stage', 'diffusion')), 'operator.pt is missing', "run the 'operator' stage first")
     one_line_error(run(*tiny(data, tmp_path/'runs', '--stage', 'diffusion', 'corrector.bases=[fno]')), 'fno.pt is missing', "run the 'fno' stage first")
+    out = tmp_path/'op'; ok(run(*tiny(data, out, '--stage', 'operator')))
+    one_line_error(run(*tiny(data, out, '--stage', 'distill')), 'diffusion_operator.pt is missing', "run the 'diffusion' stage first (--stage diffusion")
 
 # --- 4: non-finite training ---------------------------------------------------------------------------------------------
 

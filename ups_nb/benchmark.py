@@ -62,7 +62,7 @@ def summarise(evs:list[dict]) -> dict:
                 per = [e['models'][k]['nrmse'] / e['models'][b]['nrmse'] if e['models'][k].get('nrmse') is not None and e['models'][b].get('nrmse') else None for e in evs]
                 ratios[f'{k}/{b}'] = dict(zip(('mean', 'std'), _ms(per)), per_seed=per)
     for k in models:                                       # a corrected ensemble against its own base: horizon and error ratios
-        if k.endswith('+corrector') and (b := k.split('+')[0]) in models:
+        if '+' in k and (b := k.split('+')[0]) in models:
             for m in ('corr_horizon_steps', 'nrmse', 'crps'):
                 per = [e['models'][k][m] / e['models'][b][m] if e['models'][k].get(m) is not None and e['models'][b].get(m) else None for e in evs]
                 ratios[f'{k}/{b} {m}'] = dict(zip(('mean', 'std'), _ms(per)), per_seed=per)

@@ -148,6 +148,7 @@ class CorrectorCfg:
     solver: Literal['euler', 'heun'] = key('euler', 'sampler of a correction (ups_nb.samplers)')
     steps: int = key(4, 'solver steps per correction (heun: two network calls each)', ge=1, le=10**4)
     start: float = key(1.0, 'flow time a correction starts from: 1 draws the residual from pure noise, below 1 refines the base prediction (SDEdit)', gt=0, le=1)
+    student_steps: int = key(2, "steps of the distilled student (stage 'distill'; 0: no student)", ge=0, le=10**4)
     members: int = key(8, 'ensemble members in evaluation', ge=1, le=10**4)
     cadence: int = key(1, 'correct every cadence-th step of a rollout (1: every step)', ge=1, le=10**6)
 
@@ -207,6 +208,7 @@ class StagesCfg:
     readout: StageCfg = key(StageCfg(epochs=3), 'the any-point readout head, trained on the frozen operator')
     fno: StageCfg = key(StageCfg(), "the FNO baseline, trained with the operator stage's rollout settings; with stages.fno.epochs null it trains for the operator stage's CPU time")
     diffusion: StageCfg = key(StageCfg(), 'the diffusion corrector of each base in corrector.bases, trained on the frozen base')
+    distill: StageCfg = key(StageCfg(), "the few-step student of each corrector, distilled from the frozen teacher of stage 'diffusion'")
 
 # %% ../nbs/00_config.ipynb #f3573c90
 @dataclass
@@ -330,7 +332,7 @@ class Config:
     "The whole run."
     name: str = key('run', 'config name (used in the run folder name)')
     task: Literal['pipeline', 'sr_flow', 'edm', 'ddpm'] = key('pipeline', 'which trainer runs')
-    stage: str = key('all', 'pipeline stage(s): operator, readout, fno, diffusion, eval, all')
+    stage: str = key('all', 'pipeline stage(s): operator, readout, fno, diffusion, distill, eval, all')
     seed: int = key(0, 'global seed', ge=0, lt=2**32)
     run: RunCfg = key(RunCfg())
     data: DataCfg = key(DataCfg())
@@ -489,7 +491,7 @@ def from_dict(d, check=True):
 
 # %% ../nbs/00_config.ipynb #9020693e
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]{0,99}')
-STAGES_OF = {'pipeline': ('all', 'operator', 'readout', 'fno', 'diffusion', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
+STAGES_OF = {'pipeline': ('all', 'operator', 'readout', 'fno', 'diffusion', 'distill', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
 
 def generated_frames(d) -> int:
     "Frames of the file the data section generates: t_end/dt_out steps plus the initial frame."

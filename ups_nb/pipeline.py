@@ -17,7 +17,7 @@ from .runs import RunError, atomic_write, load_checkpoint, script, seed_everythi
 from .formats import open_fields, write_pdebench_1d
 from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split, generate_fields
 from .operators import PatchOperator, LatentRoute, Reencoding, Readout, conserve_mean, fine_coords, fourier_upsample, rollout
-from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members
+from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, teacher_targets, distill_loss, student_endpoint
 from .baselines import FNO1d, FNO2d, Persistence
 from .losses import spectral_energy_loss, edge_aware_tv, conservation_penalty
 from .loop import fit, open_run
@@ -29,9 +29,10 @@ __all__ = ['COND_KEYS', 'STAGES', 'BOARD_KEYS', 'generate_data', 'PipelineData',
            'build_operator', 'build_fno', 'check_models', 'cond_of', 'step_fn', 'frames_of', 'load_stage', 'horizon_at',
            'projection', 'model_rollout', 'rollout_loss', 'rollout_val', 'train_operator', 'train_fno', 'readout_on',
            'build_readout', 'fine_windows', 'coarse', 'readout_loss', 'train_readout', 'build_corrector', 'load_base',
-           'corrector_batch', 'train_corrector', 'stage_cost', 'load_models', 'eval_rollouts', 'load_correctors',
-           'corrected_rollouts', 'ensemble_metrics', 'evaluate_pipeline', 'rollout_examples', 'plot_rollouts',
-           'eval_table', 'plot_eval', 'evaluate_readout', 'record_eval', 'fno_budget', 'run_pipeline', 'eval_main']
+           'corrector_batch', 'train_corrector', 'load_teacher', 'train_student', 'stage_cost', 'load_models',
+           'eval_rollouts', 'Correction', 'load_correctors', 'corrected_rollouts', 'student_report', 'ensemble_metrics',
+           'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'plot_eval', 'evaluate_readout',
+           'record_eval', 'fno_budget', 'run_pipeline', 'eval_main']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -144,10 +145,10 @@ def _batches(ds, n, device, bs=64):
         yield {k: (v.to(device) if isinstance(v, torch.Tensor) else {kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v)
                for k, v in b.items()}
 
-def load_stage(model, run_dir, stage):
-    "Load a finished stage's weights (EMA when it has them) into `model`, or say which stage to run."
-    p = Path(run_dir)/'ckpt'/f'{stage}.pt'
-    if not p.exists(): raise RunError(f'{p} is missing: run the {stage!r} stage first (--stage {stage}, or --stage all)')
+def load_stage(model, run_dir, stage, cli:str|None=None):
+    "Load a finished stage's weights (EMA when it has them) into `model`, or say which stage to run (`cli`: its name on the command line, when not `stage`)."
+    p, cli = Path(run_dir)/'ckpt'/f'{stage}.pt', cli or stage
+    if not p.exists(): raise RunError(f'{p} is missing: run the {cli!r} stage first (--stage {cli}, or --stage all)')
     st = load_checkpoint(p)
     unwrap(model).load_state_dict(st['ema'] if st.get('ema') is not None else st['model'])
     return st
@@ -319,6 +320,35 @@ def train_corrector(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
         return corrector_loss(m, *corrector_batch(base, b, cfg, data, h), taus), dict(horizon=h)
     return fit(f'diffusion_{base_name}', cor, loss, tr, cfg, run_dir, val_fn=val, accelerator=acc, epochs=st.epochs or 0, lr=st.lr or 0.0, batch_size=st.batch_size or 0)
 
+# %% ../nbs/65_pipeline.ipynb #59dbb0d5
+def load_teacher(cfg:Config, data:PipelineData, run_dir, base_name:str) -> Corrector:
+    t = build_corrector(cfg, data); load_stage(t, run_dir, f'diffusion_{base_name}', 'diffusion'); return t
+
+def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
+    "Stage 'distill' for one base: the few-step student of the corrector of `base_name`, checkpointed as `distill_<base_name>`."
+    seed_everything(cfg.seed + 7 + ('operator', 'fno').index(base_name))
+    frozen = lambda m: m.to(acc.device).eval().requires_grad_(False)
+    base, teacher = frozen(load_base(cfg, data, run_dir, base_name)), frozen(load_teacher(cfg, data, run_dir, base_name))
+    student, c, st = build_corrector(cfg, data), cfg.corrector, cfg.stages.distill
+    student.load_state_dict(teacher.state_dict()); student.to(acc.device)
+    H = c.train_horizon
+    def gap(m, b, h, g):
+        "(distillation loss, relative L2 gap) of a batch at horizon h with noise from `g`."
+        pred, last, _, cond = corrector_batch(base, b, cfg, data, h)
+        noise = torch.randn(pred.shape, generator=g, dtype=pred.dtype).to(pred.device)
+        tgt = teacher_targets(teacher, pred, last, cond, noise, c.steps, c.solver, c.start)
+        return distill_loss(m, tgt, pred, last, cond, noise, c.student_steps, c.start), tgt
+    def val(m):
+        "Relative L2 distance of the student's endpoints to the teacher's on the validation windows, fixed noise."
+        g, num, den = torch.Generator().manual_seed(0), 0.0, 0.0
+        with torch.no_grad():
+            for j, b in enumerate(_batches(data.windows('val', H), 512, acc.device, bs=32)):
+                l, tgt = gap(m, b, 1 + j % H, g); num += float(l) * tgt.numel(); den += float(tgt.pow(2).sum())
+        return math.sqrt(num / den)
+    loss = lambda m, b, ctx: (gap(m, b, int(torch.randint(1, H + 1, ())), None)[0], {})
+    return fit(f'distill_{base_name}', student, loss, data.windows('train', H), cfg, run_dir, val_fn=val, accelerator=acc,
+               epochs=st.epochs or 0, lr=st.lr or 0.0, batch_size=st.batch_size or 0)
+
 # %% ../nbs/65_pipeline.ipynb #6d04ed1f
 def stage_cost(run_dir, stage) -> dict:
     "Training cost of a finished stage from its final checkpoint: steps, elapsed and CPU seconds (None while unfinished)."
@@ -349,28 +379,58 @@ def eval_rollouts(cfg:Config, data:PipelineData, models:dict, device='cpu', traj
                 out[k].append(model_rollout(m, seq[:, :S], cond, K, project=projection(cfg, data)))
     return {k: data.norm.decode(torch.cat(v).float().cpu()) for k, v in out.items()}
 
+@dataclass
+class Correction:
+    "How one evaluation row corrects its base: the corrector module, its solver and steps, and the stage that trained it."
+    base: str
+    net: Corrector
+    steps: int
+    solver: str
+    stage: str
+
 def load_correctors(cfg:Config, data:PipelineData, run_dir) -> dict:
-    "The trained corrector of each base in `corrector.bases`, by base name."
-    out = {}
-    for b in cfg.corrector.bases:
-        c = build_corrector(cfg, data); load_stage(c, run_dir, f'diffusion_{b}'); out[b] = c
+    "The corrections of each base in `corrector.bases`: '<base>+corrector' (the teacher, `corrector.steps`) and, with a student, '<base>+student' (`corrector.student_steps` Euler steps)."
+    c, out = cfg.corrector, {}
+    for b in c.bases:
+        out[f'{b}+corrector'] = Correction(b, load_teacher(cfg, data, run_dir, b), c.steps, c.solver, f'diffusion_{b}')
+        if c.student_steps:
+            s = build_corrector(cfg, data); load_stage(s, run_dir, f'distill_{b}', 'distill')
+            out[f'{b}+student'] = Correction(b, s, c.student_steps, 'euler', f'distill_{b}')
     return out
 
-def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, correctors:dict, device='cpu') -> dict:
-    "Ensembles of `corrector.members` rollouts of each base with its corrector over the test trajectories, de-normalised: '<base>+corrector' -> (M, n, K, C, *space)."
+def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu') -> dict:
+    "Ensembles of `corrector.members` rollouts of each corrected base over the test trajectories, de-normalised: row name -> (M, n, K, C, *space)."
     c, S, M = cfg.corrector, cfg.data.initial_step, cfg.corrector.members
-    ds, out = data.trajectories('test'), {f'{b}+corrector': [] for b in correctors}
-    g = torch.Generator().manual_seed(cfg.seed + 1000)                 # fixed draws: the same run gives the same ensemble
+    ds, out = data.trajectories('test'), {k: [] for k in corrections}
     with torch.no_grad():
         for b in _batches(ds, len(ds), device, bs=cfg.eval.batch_size):
             seq = frames_of(b); K = seq.shape[1] - S
             if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
             cond = repeat_members(cond_of(b, data, seq.shape[0], device), M)
-            for base, cor in correctors.items():
-                step = corrected_step(step_fn(models[base].to(device).eval(), cond), cor.to(device).eval(), cond, c.cadence, c.steps, c.solver, g, c.start)
+            for k, cr in corrections.items():
+                g = torch.Generator().manual_seed(cfg.seed + 1000 + len(out[k]))    # fixed draws, the same for every row
+                step = corrected_step(step_fn(models[cr.base].to(device).eval(), cond), cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start)
                 r = rollout(step, repeat_members(seq[:, :S], M), K, project=projection(cfg, data))
-                out[f'{base}+corrector'].append(r.view(M, -1, *r.shape[1:]))
+                out[k].append(r.view(M, -1, *r.shape[1:]))
     return {k: data.norm.decode(torch.cat(v, 1).float().cpu()) for k, v in out.items()}
+
+def student_report(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu', n:int=256) -> dict:
+    "Per base with a student: the relative L2 gap between the student's and the teacher's corrections from the same noise on `n` test windows, and each one's wall-clock time per corrected step."
+    out, c = {}, cfg.corrector
+    for k, cr in corrections.items():
+        if not k.endswith('+student'): continue
+        t_cr = corrections[f'{cr.base}+corrector']; num = den = 0.0; secs = dict(teacher=0.0, student=0.0)
+        for b in _batches(data.windows('test', 1), n, device, bs=cfg.eval.batch_size):
+            pred, last, _, cond = corrector_batch(models[cr.base].to(device).eval(), b, cfg, data)
+            res = {}
+            for who, x in (('teacher', t_cr), ('student', cr)):
+                t0 = time.perf_counter()
+                res[who] = correct(x.net.to(device).eval(), pred, last, cond, x.steps, x.solver, torch.Generator().manual_seed(0), c.start) - pred
+                secs[who] += time.perf_counter() - t0
+            num += float((res['student'] - res['teacher']).pow(2).sum()); den += float(res['teacher'].pow(2).sum())
+        out[cr.base] = dict(gap=math.sqrt(num / den), teacher_steps=t_cr.steps, student_steps=cr.steps, teacher_seconds=secs['teacher'],
+                            student_seconds=secs['student'], speedup=secs['teacher'] / secs['student'])
+    return out
 
 def ensemble_metrics(ens, true) -> dict:
     "CRPS, spread-skill ratio and coverage ECE of an ensemble (M, n, K, C, *space) against the truth (n, K, C, *space), in physical units."
@@ -391,10 +451,11 @@ def evaluate_pipeline(cfg:Config, data:PipelineData, run_dir, device='cpu', mode
     res = {k: {**scores(v), **ensemble_metrics(v[None], true), 'params': count_params(models[k]),
                **(stage_cost(run_dir, stage[k]) if k in stage else {})} for k, v in r.items()}
     for k, e in corrected_rollouts(cfg, data, models, correctors, device).items():
-        b = k.split('+')[0]
-        res[k] = {**scores(e.mean(0)), **ensemble_metrics(e, true), 'params': count_params(models[b]) + count_params(correctors[b]),
-                  **stage_cost(run_dir, f'diffusion_{b}')}
-    return dict(models=res, n_test=int(true.shape[0]), steps=int(true.shape[1]), dt=data.dt, data=str(data.path))
+        cr = correctors[k]
+        res[k] = {**scores(e.mean(0)), **ensemble_metrics(e, true), 'params': count_params(models[cr.base]) + count_params(cr.net), **stage_cost(run_dir, cr.stage)}
+    ev = dict(models=res, n_test=int(true.shape[0]), steps=int(true.shape[1]), dt=data.dt, data=str(data.path))
+    if any(k.endswith('+student') for k in correctors): ev['distill'] = student_report(cfg, data, models, correctors, device)
+    return ev
 
 def rollout_examples(cfg:Config, data:PipelineData, models:dict, device='cpu', traj:int=0) -> dict:
     "The truth and every model's rollout of test trajectory `traj`, in physical units: name -> (K, C, *space)."
@@ -429,10 +490,12 @@ def eval_table(ev:dict) -> str:
         for b in ('persistence', 'fno'):
             if b in m and m['operator']['nrmse'] is not None and m[b]['nrmse']: rows.append(f"operator / {b}: {m['operator']['nrmse'] / m[b]['nrmse']:.3f}")
     for k, r in m.items():
-        if '+corrector' in k and r.get('spread_skill') is not None:
+        if '+' in k and r.get('spread_skill') is not None:
             b = m[k.split('+')[0]]
             ratio = f"{r['corr_horizon_steps'] / b['corr_horizon_steps']:.2f}x the base's" if b['corr_horizon_steps'] else 'the base has none'
             rows.append(f"{k}: {r['members']} members, spread-skill {r['spread_skill']:.2f}, coverage ECE {r['coverage_ece']:.3f}; correlation horizon {ratio}")
+    for b, d in (ev.get('distill') or {}).items():
+        rows.append(f"{b} student: {d['student_steps']} steps against the teacher's {d['teacher_steps']}: corrections {d['gap']:.3f} apart (relative L2), {d['speedup']:.1f}x faster per corrected step")
     if ev.get('readout'):
         r = ev['readout']; n = r['nrmse']
         rows.append(f"operator read out at all {r['points']} points of the file's grid (it steps on {r['model_points']}): readout {n['readout']:.4g}, linear {n['linear']:.4g}"
@@ -476,7 +539,7 @@ def evaluate_readout(cfg:Config, data:PipelineData, op, ro, device='cpu') -> dic
     return dict(nrmse=res, points=int(math.prod(true.shape[3:])), model_points=int(math.prod(data.shape)), params=count_params(ro))
 
 # %% ../nbs/65_pipeline.ipynb #71ecc024
-STAGES = ('operator', 'readout', 'fno', 'diffusion', 'eval')
+STAGES = ('operator', 'readout', 'fno', 'diffusion', 'distill', 'eval')
 BOARD_KEYS = ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time', 'params')
 
 def record_eval(cfg:Config, run_dir, ev:dict, board, say=print):
@@ -515,6 +578,8 @@ def run_pipeline(cfg:Config) -> dict:
     if 'fno' in todo and 'fno' in cfg.eval.baselines: res['fno'] = train_fno(cfg, data, run_dir, acc, cpu_budget=fno_budget(cfg, run_dir))
     if 'diffusion' in todo:
         for b in cfg.corrector.bases: res[f'diffusion_{b}'] = train_corrector(cfg, data, run_dir, acc, b)
+    if 'distill' in todo and cfg.corrector.student_steps:
+        for b in cfg.corrector.bases: res[f'distill_{b}'] = train_student(cfg, data, run_dir, acc, b)
     for k, r in res.items(): say(f'{k}: {r.reason} after {r.epochs} epochs / {r.steps} steps, best val {r.best:.4g}, {r.seconds:.0f} s, {r.cpu_seconds:.0f} CPU s')
     if 'eval' not in todo: return {}
     ev = {}

@@ -13,12 +13,12 @@ import yaml
 # %% auto #0
 __all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'key', 'RunCfg',
            'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'CorrectorCfg',
-           'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg', 'TimestepsCfg',
-           'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg', 'DiagnosticsCfg', 'GenEvalCfg',
-           'FieldCfg', 'SuperResCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys',
-           'to_dict', 'from_dict', 'generated_frames', 'check_frames', 'check_consistency', 'builtin_configs',
-           'deep_merge', 'find_config', 'load_yaml', 'resolve_refs', 'parse_override', 'load_config', 'dump_config',
-           'hashed_part', 'config_hash']
+           'SteadyCfg', 'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg',
+           'TimestepsCfg', 'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg',
+           'DiagnosticsCfg', 'GenEvalCfg', 'FieldCfg', 'SuperResCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys',
+           'schema_table', 'check_keys', 'to_dict', 'from_dict', 'generated_frames', 'check_frames',
+           'check_consistency', 'builtin_configs', 'deep_merge', 'find_config', 'load_yaml', 'resolve_refs',
+           'parse_override', 'load_config', 'dump_config', 'hashed_part', 'config_hash']
 
 # %% ../nbs/00_config.ipynb #a4dedf34
 class ConfigError(ValueError):
@@ -152,6 +152,22 @@ class CorrectorCfg:
     members: int = key(8, 'ensemble members in evaluation', ge=1, le=10**4)
     cadence: int = key(1, 'correct every cadence-th step of a rollout (1: every step)', ge=1, le=10**6)
 
+# %% ../nbs/00_config.ipynb #60c97264
+@dataclass
+class SteadyCfg:
+    "The steady-state prior (stage 'steady', on when stages.steady.epochs > 0): flow matching of the Darcy pressure given the permeability, against a regression model of the same network."
+    path: str = key('', "PDEBench Darcy file; '' generates data/<config name>-darcy-<hash>.h5 with the package's solver")
+    n_samples: int = key(256, 'Darcy pairs to generate', ge=3, le=10**6)
+    nx: int = key(32, 'grid points per side of the generated pairs', ge=8, le=4096)
+    beta: float = key(1.0, 'constant source beta of -div(a grad u) = beta', gt=0)
+    patch: int = key(4, 'grid points per patch and axis', ge=1, le=2**12)
+    preset: str = key('tiny2d', 'backbone size preset')
+    hidden: int | None = key(None, 'backbone width (null: from preset)', ge=1, le=2**16)
+    depths: list[int] = key([], 'blocks per U-stage (empty: from preset)')
+    solver: Literal['euler', 'heun'] = key('euler', 'sampler (ups_nb.samplers)')
+    steps: int = key(8, 'solver steps per sample (design note 002: 6-12)', ge=1, le=10**4)
+    members: int = key(8, 'samples per coefficient in evaluation', ge=1, le=10**4)
+
 # %% ../nbs/00_config.ipynb #19f78f96
 @dataclass
 class TrainCfg:
@@ -209,6 +225,7 @@ class StagesCfg:
     fno: StageCfg = key(StageCfg(), "the FNO baseline, trained with the operator stage's rollout settings; with stages.fno.epochs null it trains for the operator stage's CPU time")
     diffusion: StageCfg = key(StageCfg(), 'the diffusion corrector of each base in corrector.bases, trained on the frozen base')
     distill: StageCfg = key(StageCfg(), "the few-step student of each corrector, distilled from the frozen teacher of stage 'diffusion'")
+    steady: StageCfg = key(StageCfg(epochs=0), "the steady-state prior and its regression baseline (0 epochs: no steady stage)")
 
 # %% ../nbs/00_config.ipynb #f3573c90
 @dataclass
@@ -332,7 +349,7 @@ class Config:
     "The whole run."
     name: str = key('run', 'config name (used in the run folder name)')
     task: Literal['pipeline', 'sr_flow', 'edm', 'ddpm'] = key('pipeline', 'which trainer runs')
-    stage: str = key('all', 'pipeline stage(s): operator, readout, fno, diffusion, distill, eval, all')
+    stage: str = key('all', 'pipeline stage(s): operator, readout, fno, diffusion, distill, steady, eval, all')
     seed: int = key(0, 'global seed', ge=0, lt=2**32)
     run: RunCfg = key(RunCfg())
     data: DataCfg = key(DataCfg())
@@ -342,6 +359,7 @@ class Config:
     operator: OperatorCfg = key(OperatorCfg())
     readout: ReadoutCfg = key(ReadoutCfg())
     corrector: CorrectorCfg = key(CorrectorCfg())
+    steady: SteadyCfg = key(SteadyCfg())
     fno: FNOCfg = key(FNOCfg())
     train: TrainCfg = key(TrainCfg())
     stages: StagesCfg = key(StagesCfg())
@@ -491,7 +509,7 @@ def from_dict(d, check=True):
 
 # %% ../nbs/00_config.ipynb #9020693e
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]{0,99}')
-STAGES_OF = {'pipeline': ('all', 'operator', 'readout', 'fno', 'diffusion', 'distill', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
+STAGES_OF = {'pipeline': ('all', 'operator', 'readout', 'fno', 'diffusion', 'distill', 'steady', 'eval'), 'sr_flow': ('all',), 'edm': ('all',), 'ddpm': ('all',)}
 
 def generated_frames(d) -> int:
     "Frames of the file the data section generates: t_end/dt_out steps plus the initial frame."

@@ -19,6 +19,7 @@ from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file
 from .operators import PatchOperator, LatentRoute, Reencoding, Readout, conserve_mean, fine_coords, fourier_upsample, rollout
 from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, teacher_targets, distill_loss, student_endpoint
 from .baselines import FNO1d, FNO2d, Persistence
+from .steady import train_steady, evaluate_steady, steady_table
 from .losses import spectral_energy_loss, edge_aware_tv, conservation_penalty
 from .loop import fit, open_run
 from .metrics import count_params, nrmse, relative_l2, rollout_metrics, crps_ensemble, spread_skill_ratio, interval_coverage
@@ -501,6 +502,7 @@ def eval_table(ev:dict) -> str:
         rows.append(f"operator read out at all {r['points']} points of the file's grid (it steps on {r['model_points']}): readout {n['readout']:.4g}, linear {n['linear']:.4g}"
                     + (f", trigonometric {n['fourier']:.4g}" if 'fourier' in n else '') + f"; the true coarse frames interpolated: linear {n['truth_linear']:.4g}"
                     + (f", trigonometric {n['truth_fourier']:.4g}" if 'truth_fourier' in n else ''))
+    if ev.get('steady'): rows.append(steady_table(ev['steady']))
     rows.append(f"{ev['n_test']} test trajectories, {ev['steps']} autoregressive steps of dt={ev['dt']:g}, physical units; ± is the standard error over trajectories")
     return '\n'.join(rows)
 
@@ -539,7 +541,7 @@ def evaluate_readout(cfg:Config, data:PipelineData, op, ro, device='cpu') -> dic
     return dict(nrmse=res, points=int(math.prod(true.shape[3:])), model_points=int(math.prod(data.shape)), params=count_params(ro))
 
 # %% ../nbs/65_pipeline.ipynb #71ecc024
-STAGES = ('operator', 'readout', 'fno', 'diffusion', 'distill', 'eval')
+STAGES = ('operator', 'readout', 'fno', 'diffusion', 'distill', 'steady', 'eval')
 BOARD_KEYS = ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time', 'params')
 
 def record_eval(cfg:Config, run_dir, ev:dict, board, say=print):
@@ -580,6 +582,7 @@ def run_pipeline(cfg:Config) -> dict:
         for b in cfg.corrector.bases: res[f'diffusion_{b}'] = train_corrector(cfg, data, run_dir, acc, b)
     if 'distill' in todo and cfg.corrector.student_steps:
         for b in cfg.corrector.bases: res[f'distill_{b}'] = train_student(cfg, data, run_dir, acc, b)
+    if 'steady' in todo and cfg.stages.steady.epochs: res.update(train_steady(cfg, run_dir, acc))
     for k, r in res.items(): say(f'{k}: {r.reason} after {r.epochs} epochs / {r.steps} steps, best val {r.best:.4g}, {r.seconds:.0f} s, {r.cpu_seconds:.0f} CPU s')
     if 'eval' not in todo: return {}
     ev = {}
@@ -589,6 +592,9 @@ def run_pipeline(cfg:Config) -> dict:
         if readout_on(cfg):
             ro = build_readout(cfg, data); load_stage(ro, run_dir, 'readout')
             ev['readout'] = dict(evaluate_readout(cfg, data, models['operator'], ro, acc.device), **stage_cost(run_dir, 'readout'))
+        if cfg.stages.steady.epochs:
+            ev['steady'] = dict(evaluate_steady(cfg, run_dir, acc.device, load=lambda m, s: load_stage(m, run_dir, s, 'steady')),
+                                prior=stage_cost(run_dir, 'steady_prior'), regression=stage_cost(run_dir, 'steady_regression'))
         plot_rollouts(rollout_examples(cfg, data, models, acc.device), data.dt, run_dir/'rollout_spacetime.png')
         record_eval(cfg, run_dir, ev, board, say)
         say(eval_table(ev))

@@ -150,7 +150,10 @@ class CorrectorCfg:
     start: float = key(1.0, 'flow time a correction starts from: 1 draws the residual from pure noise, below 1 refines the base prediction (SDEdit)', gt=0, le=1)
     student_steps: int = key(2, "steps of the distilled student (stage 'distill'; 0: no student)", ge=0, le=10**4)
     members: int = key(8, 'ensemble members in evaluation', ge=1, le=10**4)
-    cadence: int = key(1, 'correct every cadence-th step of a rollout (1: every step)', ge=1, le=10**6)
+    cadence: int = key(1, 'correct every cadence-th step of a rollout (1: every step; 0: only when the gate fires)', ge=0, le=10**6)
+    gate: float = key(0.0, "also correct a sample whenever its step moved the state by more than this relative amount |next - last|/|last| (0: off)", ge=0)
+    p_uncond: float = key(0.0, 'training: share of samples whose context is dropped, for classifier-free guidance', ge=0, lt=1)
+    guidance: float = key(0.0, 'sampling: classifier-free guidance strength lambda, (1 + lambda) v(context) - lambda v(none) (needs p_uncond > 0 in training)', ge=0)
 
 # %% ../nbs/00_config.ipynb #60c97264
 @dataclass
@@ -560,6 +563,8 @@ def check_consistency(cfg):
         if cfg.corrector.bases and grid % cfg.corrector.patch:
             raise ConfigError(f'config: corrector.patch={cfg.corrector.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
         if cfg.corrector.out_kernel % 2 == 0: raise ConfigError(f'config: corrector.out_kernel={cfg.corrector.out_kernel} must be odd')
+        if cfg.corrector.guidance > 0 and cfg.corrector.p_uncond == 0: raise ConfigError('config: corrector.guidance needs a corrector trained without its context sometimes (corrector.p_uncond > 0)')
+        if cfg.corrector.cadence == 0 and cfg.corrector.gate == 0: raise ConfigError('config: corrector.cadence=0 corrects only when the gate fires; set corrector.gate > 0')
         if 'fno' in cfg.corrector.bases and 'fno' not in cfg.eval.baselines: raise ConfigError("config: corrector.bases lists 'fno', which needs 'fno' in eval.baselines (the FNO is not trained otherwise)")
         if o.route == 'patch' and o.channel_separated: raise ConfigError('config: operator.channel_separated splits latent tokens; it needs operator.route=latent')
     if cfg.operator.channel_separated and cfg.latent.dim % cfg.operator.channels:

@@ -318,7 +318,7 @@ def train_corrector(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
         return float(np.mean([corrector_loss(m, *corrector_batch(base, b, cfg, data, hs(j)), taus, generator=g).item() for j, b in enumerate(_batches(va, 512, acc.device, bs=32))]))
     def loss(m, b, ctx):
         h = int(torch.randint(1, H + 1, ()))                            # the horizon of this batch (global RNG: seeded, resumable)
-        return corrector_loss(m, *corrector_batch(base, b, cfg, data, h), taus), dict(horizon=h)
+        return corrector_loss(m, *corrector_batch(base, b, cfg, data, h), taus, p_uncond=c.p_uncond), dict(horizon=h)
     return fit(f'diffusion_{base_name}', cor, loss, tr, cfg, run_dir, val_fn=val, accelerator=acc, epochs=st.epochs or 0, lr=st.lr or 0.0, batch_size=st.batch_size or 0)
 
 # %% ../nbs/65_pipeline.ipynb #59dbb0d5
@@ -337,7 +337,7 @@ def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
         "(distillation loss, relative L2 gap) of a batch at horizon h with noise from `g`."
         pred, last, _, cond = corrector_batch(base, b, cfg, data, h)
         noise = torch.randn(pred.shape, generator=g, dtype=pred.dtype).to(pred.device)
-        tgt = teacher_targets(teacher, pred, last, cond, noise, c.steps, c.solver, c.start)
+        tgt = teacher_targets(teacher, pred, last, cond, noise, c.steps, c.solver, c.start, c.guidance)
         return distill_loss(m, tgt, pred, last, cond, noise, c.student_steps, c.start), tgt
     def val(m):
         "Relative L2 distance of the student's endpoints to the teacher's on the validation windows, fixed noise."
@@ -388,12 +388,13 @@ class Correction:
     steps: int
     solver: str
     stage: str
+    guidance: float = 0.0
 
 def load_correctors(cfg:Config, data:PipelineData, run_dir) -> dict:
     "The corrections of each base in `corrector.bases`: '<base>+corrector' (the teacher, `corrector.steps`) and, with a student, '<base>+student' (`corrector.student_steps` Euler steps)."
     c, out = cfg.corrector, {}
     for b in c.bases:
-        out[f'{b}+corrector'] = Correction(b, load_teacher(cfg, data, run_dir, b), c.steps, c.solver, f'diffusion_{b}')
+        out[f'{b}+corrector'] = Correction(b, load_teacher(cfg, data, run_dir, b), c.steps, c.solver, f'diffusion_{b}', c.guidance)
         if c.student_steps:
             s = build_corrector(cfg, data); load_stage(s, run_dir, f'distill_{b}', 'distill')
             out[f'{b}+student'] = Correction(b, s, c.student_steps, 'euler', f'distill_{b}')
@@ -410,7 +411,7 @@ def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:d
             cond = repeat_members(cond_of(b, data, seq.shape[0], device), M)
             for k, cr in corrections.items():
                 g = torch.Generator().manual_seed(cfg.seed + 1000 + len(out[k]))    # fixed draws, the same for every row
-                step = corrected_step(step_fn(models[cr.base].to(device).eval(), cond), cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start)
+                step = corrected_step(step_fn(models[cr.base].to(device).eval(), cond), cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start, cr.guidance, c.gate)
                 r = rollout(step, repeat_members(seq[:, :S], M), K, project=projection(cfg, data))
                 out[k].append(r.view(M, -1, *r.shape[1:]))
     return {k: data.norm.decode(torch.cat(v, 1).float().cpu()) for k, v in out.items()}
@@ -426,7 +427,7 @@ def student_report(cfg:Config, data:PipelineData, models:dict, corrections:dict,
             res = {}
             for who, x in (('teacher', t_cr), ('student', cr)):
                 t0 = time.perf_counter()
-                res[who] = correct(x.net.to(device).eval(), pred, last, cond, x.steps, x.solver, torch.Generator().manual_seed(0), c.start) - pred
+                res[who] = correct(x.net.to(device).eval(), pred, last, cond, x.steps, x.solver, torch.Generator().manual_seed(0), c.start, x.guidance) - pred
                 secs[who] += time.perf_counter() - t0
             num += float((res['student'] - res['teacher']).pow(2).sum()); den += float(res['teacher'].pow(2).sum())
         out[cr.base] = dict(gap=math.sqrt(num / den), teacher_steps=t_cr.steps, student_steps=cr.steps, teacher_seconds=secs['teacher'],

@@ -4,11 +4,11 @@
 
 # %% ../nbs/66_benchmark.ipynb #184fa6e3
 from __future__ import annotations
-import csv, io, json, math, shutil
+import csv, io, math, shutil
 from pathlib import Path
 import numpy as np
 from fastcore.script import Param
-from .config import Config, load_config, ConfigError
+from .config import Config, load_config
 from .runs import atomic_write, run_dir, script, to_json
 from .data import config_data_file, ensure_data_file
 from .pipeline import generate_data, run_pipeline

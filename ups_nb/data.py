@@ -10,7 +10,7 @@ __all__ = ['GENERATION_KEYS', 'GENERATORS', 'LAYOUT_NAMES', 'DEFAULTS', 'split_t
            'read_images', 'prepare_images', 'ImageSet', 'default_name', 'generate', 'describe', 'main']
 
 # %% ../nbs/15_data.ipynb #6ee6e0f7
-import hashlib, json, os, tempfile, warnings, zipfile
+import hashlib, json, warnings, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -382,12 +382,9 @@ class ImageSet(Dataset):
     def __getitem__(self, j): return dict(x=self.x[j])
 
 # %% ../nbs/15_data.ipynb #6a548bf7
-import sys
-from pathlib import Path
-import numpy as np
 from fastcore.script import Param
 from .runs import exit_on_user_error, script
-from .formats import write_pdebench_1d, write_pdebench_2d, write_pdebench_darcy, write_the_well
+from .formats import write_pdebench_1d, write_pdebench_darcy, write_the_well
 
 # %% ../nbs/15_data.ipynb #991e7e42
 GENERATORS = ('burgers', 'ns', 'mhd', 'darcy')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/65_pipeline.ipynb #849b1477
 from __future__ import annotations
-import json, math, time
+import math, time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,7 +17,7 @@ from .runs import RunError, atomic_write, load_checkpoint, script, seed_everythi
 from .formats import open_fields, write_pdebench_1d
 from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split, generate_fields
 from .operators import PatchOperator, LatentRoute, Reencoding, Readout, conserve_mean, fine_coords, fourier_upsample, rollout
-from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, teacher_targets, distill_loss, student_endpoint
+from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, teacher_targets, distill_loss
 from .baselines import FNO1d, FNO2d, Persistence
 from .steady import train_steady, evaluate_steady, steady_table
 from .losses import spectral_energy_loss, edge_aware_tv, conservation_penalty
@@ -594,7 +594,7 @@ def run_pipeline(cfg:Config) -> dict:
             ro = build_readout(cfg, data); load_stage(ro, run_dir, 'readout')
             ev['readout'] = dict(evaluate_readout(cfg, data, models['operator'], ro, acc.device), **stage_cost(run_dir, 'readout'))
         if cfg.stages.steady.epochs:
-            ev['steady'] = dict(evaluate_steady(cfg, run_dir, acc.device, load=lambda m, s: load_stage(m, run_dir, s, 'steady')),
+            ev['steady'] = dict(evaluate_steady(cfg, run_dir, lambda m, s: load_stage(m, run_dir, s, 'steady'), acc.device),
                                 prior=stage_cost(run_dir, 'steady_prior'), regression=stage_cost(run_dir, 'steady_regression'))
         plot_rollouts(rollout_examples(cfg, data, models, acc.device), data.dt, run_dir/'rollout_spacetime.png')
         record_eval(cfg, run_dir, ev, board, say)

@@ -4,7 +4,6 @@
 
 # %% ../nbs/56_steady.ipynb #cec327e7
 from __future__ import annotations
-import math
 from pathlib import Path
 import numpy as np
 import torch
@@ -106,7 +105,7 @@ def train_steady(cfg:Config, run_dir, acc) -> dict:
     return out
 
 # %% ../nbs/56_steady.ipynb #86daeb6f
-def evaluate_steady(cfg:Config, run_dir, device='cpu', load=None) -> dict:
+def evaluate_steady(cfg:Config, run_dir, load, device='cpu') -> dict:
     "Score the trained prior and regression of stage 'steady' on the test pairs; `load(model, stage)` loads a stage's weights (the pipeline's `load_stage`)."
     (_, _, te), nz = steady_data(cfg)
     c_in, s = len(te.ff.in_fields), cfg.steady

@@ -334,7 +334,7 @@ def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
     student.load_state_dict(teacher.state_dict()); student.to(acc.device)
     H = c.train_horizon
     def gap(m, b, h, g):
-        "(distillation loss, relative L2 gap) of a batch at horizon h with noise from `g`."
+        "(distillation loss, the teacher's endpoints) of a batch at horizon h, with noise from `g` (None: the global RNG)."
         pred, last, _, cond = corrector_batch(base, b, cfg, data, h)
         noise = torch.randn(pred.shape, generator=g, dtype=pred.dtype).to(pred.device)
         tgt = teacher_targets(teacher, pred, last, cond, noise, c.steps, c.solver, c.start, c.guidance)

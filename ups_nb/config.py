@@ -241,6 +241,7 @@ class ObjectiveCfg:
     sigma_min: float = key(0.002, 'EDM sigma range', gt=0)
     sigma_max: float = key(80.0, 'EDM sigma range', gt=0)
 
+# %% ../nbs/00_config.ipynb #b389a2fc
 @dataclass
 class WeightingCfg:
     "The loss weight as a function of t."
@@ -248,6 +249,7 @@ class WeightingCfg:
     gamma: float = key(5.0, 'Min-SNR gamma', gt=0)
     normalise: bool = key(False, 'divide the weighted loss by the mean weight (note 001 option 4)')
 
+# %% ../nbs/00_config.ipynb #dbcc2c70
 @dataclass
 class TimestepsCfg:
     "The distribution t is drawn from in training."
@@ -260,6 +262,7 @@ class TimestepsCfg:
     beta_a: float = key(1.0, 'beta: alpha', gt=0)
     beta_b: float = key(1.0, 'beta: beta', gt=0)
 
+# %% ../nbs/00_config.ipynb #c6f83556
 @dataclass
 class ConditioningCfg:
     "Self-conditioning (hack 5) and classifier-free guidance (hack 6)."
@@ -268,6 +271,7 @@ class ConditioningCfg:
     p_uncond: float = key(0.0, 'CFG: drop the conditioning with this probability in training', ge=0, le=1)
     guidance: float = key(0.0, 'CFG scale w at sampling: (1+w) cond - w uncond', ge=0)
 
+# %% ../nbs/00_config.ipynb #517db1bc
 @dataclass
 class SpectralCfg:
     "The log-amplitude spectral loss term (hack 8)."
@@ -282,11 +286,13 @@ class GenNetCfg:
     preset: str = key('tiny', 'network size preset')
     force_weight_norm: bool = key(False, 'EDM2 forced weight normalisation after each step (hack 3; edm2 only)')
 
+# %% ../nbs/00_config.ipynb #7cff0a48
 @dataclass
 class PowerEMACfg:
     "EDM2's power-function EMA profiles (hack 7), snapshotted for post-hoc reconstruction."
     sigma_rels: list[float] = key([], 'relative standard deviations sigma_rel of the tracked profiles (empty: off)')
 
+# %% ../nbs/00_config.ipynb #f3ad00d7
 @dataclass
 class SamplingCfg:
     "How samples are drawn, for periodic grids and the final evaluation."
@@ -294,6 +300,7 @@ class SamplingCfg:
     steps: int = key(32, 'solver steps: network calls per sample (twice that for heun); ddpm respaces its T steps to this many', ge=1)
     eta: float = key(0.0, 'DDIM eta', ge=0, le=1)
 
+# %% ../nbs/00_config.ipynb #20392267
 @dataclass
 class DiagnosticsCfg:
     "What a generative run records beside its loss."
@@ -301,6 +308,7 @@ class DiagnosticsCfg:
     t_buckets: int = key(10, 'timestep buckets for per-t loss logging', ge=1)
     grad_bucket_every: int = key(0, 'log the gradient norm per t bucket every N steps (0: off)', ge=0)
 
+# %% ../nbs/00_config.ipynb #063a1393
 @dataclass
 class GenEvalCfg:
     "The final evaluation of a generative run."
@@ -308,18 +316,21 @@ class GenEvalCfg:
     feature_steps: int = key(200, 'training steps of the small feature autoencoder behind frechet_feature_distance', ge=0)
     fid_weights: str = key('', "local Inception-v3 weights for true FID (needs torchvision; '' = off)")
 
+# %% ../nbs/00_config.ipynb #77096154
 @dataclass
 class FieldCfg:
     "The fields or images a generative model makes."
     resolution: int = key(32, 'pixels per side', ge=4)
     channels: int = key(1, 'channels', ge=1)
 
+# %% ../nbs/00_config.ipynb #294d1f5f
 @dataclass
 class SuperResCfg:
     "Super-resolution inputs (task sr_flow; the factor is data.sr_factor)."
     down: Literal['area', 'spectral'] = key('area', 'how the low-res field is made from the high-res one')
     up: Literal['bicubic', 'nearest'] = key('bicubic', 'periodic upsampling of the low-res field to the conditioning input')
 
+# %% ../nbs/00_config.ipynb #cc5d1489
 @dataclass
 class GenCfg:
     "The generative toolbox, one section per idea."

@@ -68,10 +68,21 @@ def ddim_indices(T, steps):
 def _check(steps, name='steps'):
     if not (isinstance(steps, int) and steps >= 1): raise SamplerError(f"{name}: expected an int >= 1, got {steps!r}")
 
-def _start(shape, noise, generator, dtype):
-    if noise is None: return torch.randn(shape, generator=generator, dtype=dtype)
+def _randn(shape, generator, dtype, device):
+    "Standard normal draws on `generator`'s device (the CPU unless a device generator is given, so a seed gives the same numbers on every device), moved to `device`."
+    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device if generator is not None else 'cpu').to(device)
+
+def _device_of(net, cond):
+    "Where a sampling run lives: the device of the network's parameters, else of the conditioning (a tensor or a dict of them), else the CPU."
+    p = next(iter(net.parameters()), None) if isinstance(net, torch.nn.Module) else None
+    if p is not None: return p.device
+    c = cond if torch.is_tensor(cond) else next((v for v in cond.values() if torch.is_tensor(v)), None) if isinstance(cond, dict) else None
+    return c.device if c is not None else torch.device('cpu')
+
+def _start(shape, noise, generator, dtype, device='cpu'):
+    if noise is None: return _randn(shape, generator, dtype, device)
     if tuple(noise.shape) != tuple(shape): raise SamplerError(f"noise: shape {tuple(noise.shape)} != shape {tuple(shape)}")
-    return noise.clone()
+    return noise.clone().to(device)
 
 def _need(objective, kinds, sampler):
     if not isinstance(objective, kinds):
@@ -93,13 +104,13 @@ def _grid(objective, steps, schedule) -> list:
     pts = list(zip(ts.tolist(), a.double().tolist(), s.double().tolist()))
     return pts + [(None, 1.0, 0.0)] if pts[-1][2] > 0 else pts
 
-def _prior(objective, shape, noise, generator, dtype, sigma0):
-    "The start x ~ N(0, σ_0² I) for EDM (variance exploding), N(0, I) otherwise."
-    return _start(shape, noise, generator, dtype) * (sigma0 if isinstance(objective, EDM) else 1.0)
+def _prior(objective, shape, noise, generator, dtype, sigma0, device='cpu'):
+    "The start x ~ N(0, σ_0² I) for EDM (variance exploding), N(0, I) otherwise, on `device`."
+    return _start(shape, noise, generator, dtype, device) * (sigma0 if isinstance(objective, EDM) else 1.0)
 
 def _sampler_args(objective, steps, schedule, shape, noise, generator, dtype, net, cond, w, uncond, self_cond):
     pts = _grid(objective, steps, schedule)
-    return pts, make_denoiser(net, objective, cond, w, uncond, self_cond), _prior(objective, shape, noise, generator, dtype, pts[0][2])
+    return pts, make_denoiser(net, objective, cond, w, uncond, self_cond), _prior(objective, shape, noise, generator, dtype, pts[0][2], _device_of(net, cond))
 
 # %% ../nbs/40_samplers.ipynb #29e2a1c0
 def sample_euler(net, objective, shape, steps=32, *, schedule=None, callback=None, generator=None, noise=None, dtype=torch.float32,
@@ -121,7 +132,7 @@ def sample_heun(net, objective, shape, steps=18, *, schedule=None, callback=None
         gamma = min(s_churn / (len(pts) - 1), math.sqrt(2) - 1) if s_churn and s_tmin <= s <= s_tmax else 0.0   # Karras et al. 2022, Algorithm 2
         if gamma > 0:
             s_hat = s * (1 + gamma)
-            x = x + math.sqrt(s_hat**2 - s**2) * s_noise * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = x + math.sqrt(s_hat**2 - s**2) * s_noise * _randn(x.shape, generator, x.dtype, x.device)
             s, t = s_hat, objective.t_of_sigma(torch.tensor(s_hat, dtype=torch.float64)).item()
         out, x0 = den(x, t)
         if callback is not None: callback(dict(i=i, t=t, x=x, denoised=x0))
@@ -149,7 +160,7 @@ def sample_ancestral(net, objective, shape, steps=50, *, schedule=None, callback
         if callback is not None: callback(dict(i=i, t=t, x=x, denoised=x0))
         down, up = _ancestral(s / a if a > 0 else math.inf, s1 / a1, eta)
         x = a1 * (x0 + down * objective.to_eps(out, x, t)) if s1 > 0 else x0
-        if up > 0: x = x + a1 * up * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        if up > 0: x = x + a1 * up * _randn(x.shape, generator, x.dtype, x.device)
     return x
 
 sample_ddim = functools.partial(sample_ancestral, eta=0.0)   # DDIM(η), deterministic unless η is given (Song et al. 2021)
@@ -171,7 +182,7 @@ def sample_ddpm(net, objective, shape, steps=None, *, schedule=None, callback=No
         x = (x - beta / math.sqrt(1 - abar[i]) * eps) / math.sqrt(1 - beta)                     # Ho et al. 2020, Eq. 11
         if i + 2 < len(pts):
             var = beta * ((1 - abar[i + 1]) / (1 - abar[i]) if variance == 'beta_tilde' else 1.0)   # Ho et al. 2020, Sec. 3.2
-            x = x + math.sqrt(var) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = x + math.sqrt(var) * _randn(x.shape, generator, x.dtype, x.device)
     return x
 
 SAMPLERS = dict(euler=sample_euler, heun=sample_heun, ancestral=sample_ancestral, ddim=sample_ddim, ddpm=sample_ddpm, edm_heun=sample_heun)

@@ -17,7 +17,7 @@ from .runs import RunError, atomic_write, load_checkpoint, script, seed_everythi
 from .formats import open_fields, write_pdebench_1d
 from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split, generate_fields
 from .operators import PatchOperator, LatentRoute, Reencoding, Readout, conserve_mean, fine_coords, fourier_upsample, rollout
-from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, teacher_targets, distill_loss
+from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, solve_residual, distill_loss
 from .baselines import FNO1d, FNO2d, Persistence
 from .steady import train_steady, evaluate_steady, steady_table
 from .losses import spectral_energy_loss, edge_aware_tv, conservation_penalty
@@ -27,10 +27,10 @@ from .leaderboard import add_row
 
 # %% auto #0
 __all__ = ['COND_KEYS', 'STAGES', 'BOARD_KEYS', 'generate_data', 'PipelineData', 'load_data', 'operator_history',
-           'build_operator', 'build_fno', 'check_models', 'cond_of', 'step_fn', 'frames_of', 'load_stage', 'horizon_at',
-           'projection', 'model_rollout', 'rollout_loss', 'rollout_val', 'train_operator', 'train_fno', 'readout_on',
-           'build_readout', 'fine_windows', 'coarse', 'readout_loss', 'train_readout', 'build_corrector', 'load_base',
-           'corrector_batch', 'train_corrector', 'load_teacher', 'train_student', 'stage_cost', 'load_models',
+           'build_operator', 'build_fno', 'check_models', 'cond_of', 'step_fn', 'frames_of', 'load_stage', 'load_base',
+           'horizon_at', 'projection', 'model_rollout', 'rollout_loss', 'rollout_val', 'train_operator', 'train_fno',
+           'readout_on', 'build_readout', 'fine_windows', 'coarse', 'readout_loss', 'train_readout', 'build_corrector',
+           'corrector_batch', 'train_corrector', 'load_corrector', 'train_student', 'stage_cost', 'load_models',
            'eval_rollouts', 'Correction', 'load_correctors', 'corrected_rollouts', 'student_report', 'ensemble_metrics',
            'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'plot_eval', 'evaluate_readout',
            'record_eval', 'fno_budget', 'run_pipeline', 'eval_main']
@@ -154,6 +154,11 @@ def load_stage(model, run_dir, stage, cli:str|None=None):
     unwrap(model).load_state_dict(st['ema'] if st.get('ema') is not None else st['model'])
     return st
 
+def load_base(cfg:Config, data:PipelineData, run_dir, base:str):
+    "The trained base model `base` ('operator' or 'fno') of the run, loaded from its stage checkpoint."
+    m = build_operator(cfg, data) if base == 'operator' else build_fno(cfg, data)
+    load_stage(m, run_dir, base); return m
+
 def horizon_at(op_cfg, epoch:int) -> int:
     "Rollout horizon of the curriculum at `epoch`."
     h = op_cfg.rollout_horizons[0]
@@ -272,7 +277,7 @@ def readout_loss(ro, batch, cfg:Config, data:PipelineData, op):
 def train_readout(cfg:Config, data:PipelineData, run_dir, acc):
     "Stage: the any-point readout on the frozen operator of stage 'operator'."
     seed_everything(cfg.seed + 4)
-    op = build_operator(cfg, data); load_stage(op, run_dir, 'operator')
+    op = load_base(cfg, data, run_dir, 'operator')
     op.to(acc.device).eval().requires_grad_(False)
     ro, val_ds = build_readout(cfg, data), fine_windows(data, 'val', 1)
     q, f, nd = fine_coords(data.shape, cfg.data.x_down, acc.device), cfg.data.x_down, len(data.shape)
@@ -290,11 +295,6 @@ def build_corrector(cfg:Config, data:PipelineData) -> Corrector:
     c = cfg.corrector
     return Corrector(data.channels, data.shape, patch=c.patch, backbone=c.preset, cond_keys=COND_KEYS, head_channels=c.head_channels,
                      out_kernel=c.out_kernel, periodic=cfg.data.periodic, hidden=c.hidden, depths=c.depths)
-
-def load_base(cfg:Config, data:PipelineData, run_dir, base:str):
-    "The trained base model `base` ('operator' or 'fno') of the run, loaded from its stage checkpoint."
-    m = build_operator(cfg, data) if base == 'operator' else build_fno(cfg, data)
-    load_stage(m, run_dir, base); return m
 
 def corrector_batch(base, batch, cfg:Config, data:PipelineData, h:int=1):
     "(base prediction at step h, the frame before it, the true frame at step h, conditioning) of a batch of windows: the frozen base rolls out `h` steps from the true history, without gradients."
@@ -322,14 +322,15 @@ def train_corrector(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
     return fit(f'diffusion_{base_name}', cor, loss, tr, cfg, run_dir, val_fn=val, accelerator=acc, epochs=st.epochs or 0, lr=st.lr or 0.0, batch_size=st.batch_size or 0)
 
 # %% ../nbs/65_pipeline.ipynb #59dbb0d5
-def load_teacher(cfg:Config, data:PipelineData, run_dir, base_name:str) -> Corrector:
-    t = build_corrector(cfg, data); load_stage(t, run_dir, f'diffusion_{base_name}', 'diffusion'); return t
+def load_corrector(cfg:Config, data:PipelineData, run_dir, base_name:str, stage:str='diffusion') -> Corrector:
+    "The trained corrector (stage 'diffusion') or student (stage 'distill') of `base_name`."
+    t = build_corrector(cfg, data); load_stage(t, run_dir, f'{stage}_{base_name}', stage); return t
 
 def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
     "Stage 'distill' for one base: the few-step student of the corrector of `base_name`, checkpointed as `distill_<base_name>`."
     seed_everything(cfg.seed + 7 + ('operator', 'fno').index(base_name))
     frozen = lambda m: m.to(acc.device).eval().requires_grad_(False)
-    base, teacher = frozen(load_base(cfg, data, run_dir, base_name)), frozen(load_teacher(cfg, data, run_dir, base_name))
+    base, teacher = frozen(load_base(cfg, data, run_dir, base_name)), frozen(load_corrector(cfg, data, run_dir, base_name))
     student, c, st = build_corrector(cfg, data), cfg.corrector, cfg.stages.distill
     student.load_state_dict(teacher.state_dict()); student.to(acc.device)
     H = c.train_horizon
@@ -337,7 +338,7 @@ def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
         "(distillation loss, the teacher's endpoints) of a batch at horizon h, with noise from `g` (None: the global RNG)."
         pred, last, _, cond = corrector_batch(base, b, cfg, data, h)
         noise = torch.randn(pred.shape, generator=g, dtype=pred.dtype).to(pred.device)
-        tgt = teacher_targets(teacher, pred, last, cond, noise, c.steps, c.solver, c.start, c.guidance)
+        tgt = solve_residual(teacher, pred, last, cond, noise, c.steps, c.solver, c.start, c.guidance)
         return distill_loss(m, tgt, pred, last, cond, noise, c.student_steps, c.start), tgt
     def val(m):
         "Relative L2 distance of the student's endpoints to the teacher's on the validation windows, fixed noise."
@@ -358,9 +359,9 @@ def stage_cost(run_dir, stage) -> dict:
 
 def load_models(cfg:Config, data:PipelineData, run_dir) -> dict:
     "The trained operator and the baselines of `eval.baselines`, by name (a latent-route operator also as `operator_reencode`)."
-    op = build_operator(cfg, data); load_stage(op, run_dir, 'operator'); models = dict(operator=op)
+    op = load_base(cfg, data, run_dir, 'operator'); models = dict(operator=op)
     if isinstance(op, LatentRoute): models['operator_reencode'] = Reencoding(op)
-    if 'fno' in cfg.eval.baselines: fno = build_fno(cfg, data); load_stage(fno, run_dir, 'fno'); models['fno'] = fno
+    if 'fno' in cfg.eval.baselines: models['fno'] = load_base(cfg, data, run_dir, 'fno')
     if 'persistence' in cfg.eval.baselines: models['persistence'] = Persistence(data.channels, cfg.data.initial_step)
     return models
 
@@ -394,10 +395,9 @@ def load_correctors(cfg:Config, data:PipelineData, run_dir) -> dict:
     "The corrections of each base in `corrector.bases`: '<base>+corrector' (the teacher, `corrector.steps`) and, with a student, '<base>+student' (`corrector.student_steps` Euler steps)."
     c, out = cfg.corrector, {}
     for b in c.bases:
-        out[f'{b}+corrector'] = Correction(b, load_teacher(cfg, data, run_dir, b), c.steps, c.solver, f'diffusion_{b}', c.guidance)
+        out[f'{b}+corrector'] = Correction(b, load_corrector(cfg, data, run_dir, b), c.steps, c.solver, f'diffusion_{b}', c.guidance)
         if c.student_steps:
-            s = build_corrector(cfg, data); load_stage(s, run_dir, f'distill_{b}', 'distill')
-            out[f'{b}+student'] = Correction(b, s, c.student_steps, 'euler', f'distill_{b}')
+            out[f'{b}+student'] = Correction(b, load_corrector(cfg, data, run_dir, b, 'distill'), c.student_steps, 'euler', f'distill_{b}')
     return out
 
 def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu') -> dict:

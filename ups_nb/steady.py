@@ -21,8 +21,8 @@ from .loop import fit
 from .metrics import relative_l2, count_params
 
 # %% auto #0
-__all__ = ['SteadyNet', 'prior_loss', 'regression_loss', 'sample_prior', 'darcy_residual', 'steady_file', 'steady_data',
-           'build_steady', 'train_steady', 'evaluate_steady', 'steady_table']
+__all__ = ['SteadyNet', 'regress', 'prior_loss', 'regression_loss', 'sample_prior', 'darcy_residual', 'steady_file',
+           'steady_data', 'build_steady', 'train_steady', 'evaluate_steady', 'steady_table']
 
 # %% ../nbs/56_steady.ipynb #d538c32f
 class SteadyNet(nn.Module):
@@ -36,9 +36,11 @@ class SteadyNet(nn.Module):
     def forward(self, x, c_noise, cond=None, self_cond=None):
         return self.net(torch.stack([cond, x], 1), cond={'tau': torch.as_tensor(c_noise, dtype=x.dtype, device=x.device).expand(x.shape[0])})
 
-    def regress(self, a):
-        "The regression model: the network at τ = 1 from x = 0, whose flow-matching reading x̂0 = x − τ·v is −v."
-        return -self(torch.zeros_like(a), torch.ones(a.shape[0], dtype=a.dtype, device=a.device), a)
+    def regress(self, a): return regress(self, a)
+
+def regress(net, a):
+    "The regression reading of a `SteadyNet` (wrapped or not): the network at τ = 1 from x = 0, whose flow-matching x̂0 = x − τ·v is −v."
+    return -net(torch.zeros_like(a), torch.ones(a.shape[0], dtype=a.dtype, device=a.device), cond=a)
 
 # %% ../nbs/56_steady.ipynb #0ded721f
 def prior_loss(net, a, u, generator=None):
@@ -48,8 +50,8 @@ def prior_loss(net, a, u, generator=None):
     return unwrap(net).objective.loss(net, u, t, eps, cond=a).mean()
 
 def regression_loss(net, a, u):
-    "Mean squared error of the regression reading −v(0, τ = 1 | a) of the same network."
-    return (-net(torch.zeros_like(a), torch.ones(a.shape[0], dtype=a.dtype, device=a.device), cond=a) - u).pow(2).mean()
+    "Mean squared error of the regression reading of the same network."
+    return (regress(net, a) - u).pow(2).mean()
 
 @torch.no_grad()
 def sample_prior(net:SteadyNet, a, steps:int=8, solver:str='euler', generator=None):

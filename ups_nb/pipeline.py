@@ -4,14 +4,14 @@
 
 # %% ../nbs/65_pipeline.ipynb #849b1477
 from __future__ import annotations
-import math, time
+import contextlib, math, time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .config import Config, ConfigError, check_frames, load_config
+from .config import Config, ConfigError, check_frames, config_hash, load_config
 from fastcore.script import Param
 from .runs import RunError, atomic_write, load_checkpoint, script, seed_everything, stage_record, to_json, unwrap, writable_file
 from .formats import open_fields, write_pdebench_1d
@@ -22,18 +22,19 @@ from .baselines import FNO1d, FNO2d, Persistence
 from .steady import train_steady, evaluate_steady, steady_table
 from .losses import spectral_energy_loss, edge_aware_tv, conservation_penalty
 from .loop import fit, open_run
-from .metrics import count_params, nrmse, relative_l2, rollout_metrics, crps_ensemble, spread_skill_ratio, interval_coverage
+from .metrics import count_params, nrmse, relative_l2, rollout_metrics, scoreboard, crps_ensemble, spread_skill_ratio, interval_coverage, peak_memory_mb
 from .leaderboard import add_row
 
 # %% auto #0
-__all__ = ['COND_KEYS', 'STAGES', 'BOARD_KEYS', 'generate_data', 'PipelineData', 'load_data', 'operator_history',
-           'build_operator', 'build_fno', 'check_models', 'cond_of', 'step_fn', 'frames_of', 'load_stage', 'load_base',
-           'horizon_at', 'projection', 'model_rollout', 'rollout_loss', 'rollout_val', 'train_operator', 'train_fno',
-           'readout_on', 'build_readout', 'fine_windows', 'coarse', 'readout_loss', 'train_readout', 'build_corrector',
-           'corrector_batch', 'train_corrector', 'load_corrector', 'train_student', 'stage_cost', 'load_models',
-           'eval_rollouts', 'Correction', 'load_correctors', 'corrected_rollouts', 'student_report', 'ensemble_metrics',
-           'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'plot_eval', 'evaluate_readout',
-           'record_eval', 'fno_budget', 'run_pipeline', 'eval_main']
+__all__ = ['COND_KEYS', 'SCORE_COLUMNS', 'STAGES', 'BOARD_KEYS', 'BOARD_EXTRA', 'generate_data', 'PipelineData', 'load_data',
+           'operator_history', 'build_operator', 'build_fno', 'check_models', 'cond_of', 'step_fn', 'frames_of',
+           'load_stage', 'load_base', 'horizon_at', 'projection', 'model_rollout', 'rollout_loss', 'rollout_val',
+           'train_operator', 'train_fno', 'readout_on', 'build_readout', 'fine_windows', 'coarse', 'readout_loss',
+           'train_readout', 'build_corrector', 'corrector_batch', 'train_corrector', 'load_corrector', 'train_student',
+           'stage_cost', 'load_models', 'Clock', 'eval_rollouts', 'Correction', 'load_correctors', 'corrected_rollouts',
+           'student_report', 'ensemble_metrics', 'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table',
+           'score_table', 'plot_eval', 'evaluate_readout', 'board_row', 'record_eval', 'fno_budget', 'run_pipeline',
+           'eval_main']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -365,20 +366,33 @@ def load_models(cfg:Config, data:PipelineData, run_dir) -> dict:
     if 'persistence' in cfg.eval.baselines: models['persistence'] = Persistence(data.channels, cfg.data.initial_step)
     return models
 
-def eval_rollouts(cfg:Config, data:PipelineData, models:dict, device='cpu', traj=None):
-    "Every model's rollout of the test trajectories (all, or the indices `traj`) and the truth, de-normalised: name -> (n, K, C, *space)."
-    S, ds = cfg.data.initial_step, data.trajectories('test')
+class Clock:
+    "Wall-clock and process CPU seconds spent per key, summed over `with clock(key):` blocks."
+    def __init__(self): self.wall, self.cpu = {}, {}
+    @contextlib.contextmanager
+    def __call__(self, key):
+        w, c = time.perf_counter(), time.process_time()
+        try: yield
+        finally:
+            self.wall[key] = self.wall.get(key, 0.0) + time.perf_counter() - w; self.cpu[key] = self.cpu.get(key, 0.0) + time.process_time() - c
+    def per(self, key, n:int) -> dict:
+        "The cost of one of `n` rollouts timed under `key`."
+        return dict(rollout_wall_seconds=self.wall[key] / n, rollout_cpu_seconds=self.cpu[key] / n)
+
+def eval_rollouts(cfg:Config, data:PipelineData, models:dict, device='cpu', traj=None, clock=None):
+    "Every model's rollout of the test trajectories (all, or the indices `traj`), the truth and the last given frame, de-normalised: name -> (n, K, C, *space), 'given' -> (n, C, *space); each model's rollouts timed on `clock`."
+    S, ds, clock = cfg.data.initial_step, data.trajectories('test'), clock or Clock()
     if traj is not None: ds = torch.utils.data.Subset(ds, list(traj))
-    out = {k: [] for k in ('truth', *models)}
+    out = {k: [] for k in ('truth', 'given', *models)}
     for m in models.values(): m.to(device).eval()
     with torch.no_grad():
         for b in _batches(ds, len(ds), device, bs=cfg.eval.batch_size):
             seq = frames_of(b); K = seq.shape[1] - S
             if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
             cond = cond_of(b, data, seq.shape[0], device)
-            out['truth'].append(seq[:, S:S + K])
+            out['truth'].append(seq[:, S:S + K]); out['given'].append(seq[:, S - 1])
             for k, m in models.items():
-                out[k].append(model_rollout(m, seq[:, :S], cond, K, project=projection(cfg, data)))
+                with clock(k): out[k].append(model_rollout(m, seq[:, :S], cond, K, project=projection(cfg, data)))
     return {k: data.norm.decode(torch.cat(v).float().cpu()) for k, v in out.items()}
 
 @dataclass
@@ -400,9 +414,9 @@ def load_correctors(cfg:Config, data:PipelineData, run_dir) -> dict:
             out[f'{b}+student'] = Correction(b, load_corrector(cfg, data, run_dir, b, 'distill'), c.student_steps, 'euler', f'distill_{b}')
     return out
 
-def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu') -> dict:
-    "Ensembles of `corrector.members` rollouts of each corrected base over the test trajectories, de-normalised: row name -> (M, n, K, C, *space)."
-    c, S, M = cfg.corrector, cfg.data.initial_step, cfg.corrector.members
+def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu', clock=None) -> dict:
+    "Ensembles of `corrector.members` rollouts of each corrected base over the test trajectories, de-normalised: row name -> (M, n, K, C, *space); each row's ensembles timed on `clock`."
+    c, S, M, clock = cfg.corrector, cfg.data.initial_step, cfg.corrector.members, clock or Clock()
     ds, out = data.trajectories('test'), {k: [] for k in corrections}
     with torch.no_grad():
         for b in _batches(ds, len(ds), device, bs=cfg.eval.batch_size):
@@ -412,7 +426,7 @@ def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:d
             for k, cr in corrections.items():
                 g = torch.Generator().manual_seed(cfg.seed + 1000 + len(out[k]))    # fixed draws, the same for every row
                 step = corrected_step(step_fn(models[cr.base].to(device).eval(), cond), cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start, cr.guidance, c.gate)
-                r = rollout(step, repeat_members(seq[:, :S], M), K, project=projection(cfg, data))
+                with clock(k): r = rollout(step, repeat_members(seq[:, :S], M), K, project=projection(cfg, data))
                 out[k].append(r.view(M, -1, *r.shape[1:]))
     return {k: data.norm.decode(torch.cat(v, 1).float().cpu()) for k, v in out.items()}
 
@@ -446,22 +460,23 @@ def evaluate_pipeline(cfg:Config, data:PipelineData, run_dir, device='cpu', mode
     "Roll out every model (and each base with its corrector, as an ensemble) over the test trajectories and score them in physical units, with each model's training cost."
     models = load_models(cfg, data, run_dir) if models is None else models
     correctors = load_correctors(cfg, data, run_dir) if correctors is None else correctors
-    r = eval_rollouts(cfg, data, models, device)
-    true = r.pop('truth')
+    clock = Clock()
+    r = eval_rollouts(cfg, data, models, device, clock=clock)
+    true, given = r.pop('truth'), r.pop('given'); n = len(true)
     stage = dict(operator='operator', operator_reencode='operator', fno='fno')
-    scores = lambda v: rollout_metrics(v, true, dt=data.dt, corr_threshold=cfg.eval.corr_threshold)
-    res = {k: {**scores(v), **ensemble_metrics(v[None], true), 'params': count_params(models[k]),
+    scores = lambda v: scoreboard(v, true, given, dt=data.dt, corr_threshold=cfg.eval.corr_threshold)
+    res = {k: {**scores(v), **ensemble_metrics(v[None], true), 'params': count_params(models[k]), **clock.per(k, n),
                **(stage_cost(run_dir, stage[k]) if k in stage else {})} for k, v in r.items()}
-    for k, e in corrected_rollouts(cfg, data, models, correctors, device).items():
+    for k, e in corrected_rollouts(cfg, data, models, correctors, device, clock).items():
         cr = correctors[k]
-        res[k] = {**scores(e.mean(0)), **ensemble_metrics(e, true), 'params': count_params(models[cr.base]) + count_params(cr.net), **stage_cost(run_dir, cr.stage)}
-    ev = dict(models=res, n_test=int(true.shape[0]), steps=int(true.shape[1]), dt=data.dt, data=str(data.path))
+        res[k] = {**scores(e.mean(0)), **ensemble_metrics(e, true), 'params': count_params(models[cr.base]) + count_params(cr.net), **clock.per(k, n), **stage_cost(run_dir, cr.stage)}
+    ev = dict(models=res, n_test=n, steps=int(true.shape[1]), dt=data.dt, data=str(data.path), peak_memory_mb=peak_memory_mb(device))
     if any(k.endswith('+student') for k in correctors): ev['distill'] = student_report(cfg, data, models, correctors, device)
     return ev
 
 def rollout_examples(cfg:Config, data:PipelineData, models:dict, device='cpu', traj:int=0) -> dict:
     "The truth and every model's rollout of test trajectory `traj`, in physical units: name -> (K, C, *space)."
-    return {k: v[0] for k, v in eval_rollouts(cfg, data, models, device, traj=[traj]).items()}
+    return {k: v[0] for k, v in eval_rollouts(cfg, data, models, device, traj=[traj]).items() if k != 'given'}
 
 # %% ../nbs/65_pipeline.ipynb #740e63ae
 def plot_rollouts(ex:dict, dt:float, path=None):
@@ -507,6 +522,23 @@ def eval_table(ev:dict) -> str:
     rows.append(f"{ev['n_test']} test trajectories, {ev['steps']} autoregressive steps of dt={ev['dt']:g}, physical units; ± is the standard error over trajectories")
     return '\n'.join(rows)
 
+SCORE_COLUMNS = (('nRMSE 95% CI', 'nrmse'), ('VRMSE', 'vrmse'), ('cRMSE', 'crmse'), ('fRMSE low', 'frmse_low'), ('mid', 'frmse_mid'), ('high', 'frmse_high'),
+                 ('mass gap', 'cons_gap'), ('energy gap', 'energy_gap'), ('spec. MAPE', 'spectrum_mape'), ('growth/t', 'growth_rate'), ('rollout ms', 'rollout_cpu_seconds'))
+
+def score_table(ev:dict) -> str:
+    "The rest of the scoreboard as a text table: nRMSE's bootstrap interval over test trajectories, VRMSE, cRMSE, fRMSE bands, conservation (mass) and energy gaps, spectrum MAPE, error growth rate and CPU milliseconds per rollout."
+    rows = [f"{'model':<20} " + ' '.join(f'{h:>{17 if i == 0 else 10}}' for i, (h, _) in enumerate(SCORE_COLUMNS))]
+    for k, r in ev['models'].items():
+        ci = (r.get('ci') or {}).get('nrmse')
+        cells = ['-' if ci is None or None in ci else f'[{ci[0]:.3g}, {ci[1]:.3g}]']
+        for h, key in SCORE_COLUMNS[1:]:
+            v = r.get(key)
+            cells.append('-' if v is None else f'{1000 * v:.3g}' if key == 'rollout_cpu_seconds' else f'{v:.3g}')
+        rows.append(f'{k:<20} ' + ' '.join(f'{c:>{17 if i == 0 else 10}}' for i, c in enumerate(cells)))
+    rows.append(f"physical units; intervals: {100 * (ev['models'] and next(iter(ev['models'].values())).get('ci_level') or 0.95):.0f}% percentile bootstrap over the {ev['n_test']} test trajectories; "
+                "fRMSE bands k < 4, 4-11, >= 12; mass gap: drift of the spatial mean from the last given frame in its RMS units; '-': not defined here")
+    return '\n'.join(rows)
+
 def plot_eval(ev:dict, path):
     "Per-step nRMSE and correlation curves of every model, saved to `path`."
     from matplotlib.figure import Figure     # no pyplot: library code leaves the user's backend alone
@@ -544,15 +576,21 @@ def evaluate_readout(cfg:Config, data:PipelineData, op, ro, device='cpu') -> dic
 # %% ../nbs/65_pipeline.ipynb #71ecc024
 STAGES = ('operator', 'readout', 'fno', 'diffusion', 'distill', 'steady', 'eval')
 BOARD_KEYS = ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time', 'params')
+BOARD_EXTRA = ('vrmse', 'crmse', 'cons_gap', 'bc_violation', 'crps', 'rollout_wall_seconds', 'rollout_cpu_seconds', 'train_seconds', 'train_cpu_seconds')
+
+def board_row(cfg:Config, run_dir, ev:dict, model:str) -> dict:
+    "One leaderboard row: who (run, model, task, dataset, seed, config hash), the playbook's scores (nRMSE with its bootstrap interval, conservation gap, BC violation, ECE, CRPS) and costs (wall-clock and CPU seconds per rollout, parameters, training time)."
+    r = ev['models'][model]; lo, hi = r.get('ci', {}).get('nrmse', (None, None))
+    return dict(run=Path(run_dir).name, model=model, task=cfg.data.dataset, dataset=Path(ev['data']).name, seed=cfg.seed, config_hash=config_hash(cfg),
+                **{k: r[k] for k in BOARD_KEYS}, nrmse_lo=lo, nrmse_hi=hi, ece=r.get('coverage_ece'), **{k: r.get(k) for k in BOARD_EXTRA})
 
 def record_eval(cfg:Config, run_dir, ev:dict, board, say=print):
     "Write the evaluation's artifacts: the plot, one leaderboard row per model with finite metrics, then `eval.json`, the run's record of completion."
     plot_eval(ev, run_dir/'eval_per_step.png')
     for k, r in ev['models'].items():
-        if not all(math.isfinite(r[kk]) for kk in BOARD_KEYS):
+        if not all(r[kk] is not None and math.isfinite(r[kk]) for kk in BOARD_KEYS):
             say(f'{k}: non-finite metrics (its rollout diverged); not added to the leaderboard'); continue
-        add_row(board, run=run_dir.name, model=k, dataset=Path(ev['data']).name, **{kk: r[kk] for kk in BOARD_KEYS},
-                train_seconds=r.get('train_seconds'), train_cpu_seconds=r.get('train_cpu_seconds'))
+        add_row(board, **board_row(cfg, run_dir, ev, k))
     atomic_write(run_dir/'eval.json', to_json(ev, indent=1))
 
 def fno_budget(cfg:Config, run_dir) -> float:
@@ -598,7 +636,7 @@ def run_pipeline(cfg:Config) -> dict:
                                 prior=stage_cost(run_dir, 'steady_prior'), regression=stage_cost(run_dir, 'steady_regression'))
         plot_rollouts(rollout_examples(cfg, data, models, acc.device), data.dt, run_dir/'rollout_spacetime.png')
         record_eval(cfg, run_dir, ev, board, say)
-        say(eval_table(ev))
+        say(eval_table(ev)); say(score_table(ev))
         say(f'artifacts: {run_dir} (config.yaml, env.json, log.jsonl, ckpt/, eval.json, eval_per_step.png, rollout_spacetime.png); leaderboard: {board}')
     acc.wait_for_everyone()
     return ev

@@ -15,8 +15,8 @@ __all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 
            'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'CorrectorCfg',
            'SteadyCfg', 'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg',
            'TimestepsCfg', 'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg',
-           'DiagnosticsCfg', 'GenEvalCfg', 'FieldCfg', 'SuperResCfg', 'GenCfg', 'EvalCfg', 'Config', 'schema_keys',
-           'schema_table', 'check_keys', 'to_dict', 'from_dict', 'generated_frames', 'check_frames',
+           'DiagnosticsCfg', 'GenEvalCfg', 'FieldCfg', 'SuperResCfg', 'GenCfg', 'GuardsCfg', 'EvalCfg', 'Config',
+           'schema_keys', 'schema_table', 'check_keys', 'to_dict', 'from_dict', 'generated_frames', 'check_frames',
            'check_consistency', 'builtin_configs', 'deep_merge', 'find_config', 'load_yaml', 'resolve_refs',
            'parse_override', 'load_config', 'dump_config', 'hashed_part', 'config_hash']
 
@@ -54,6 +54,7 @@ class DataCfg:
     t_end: float = key(2.0, 'final time of the generated trajectories', gt=0)
     dt_out: float = key(0.01, 'time between saved frames', gt=0)
     nu: list[float] = key([0.01], 'viscosities (one generated set per value)')
+    mhd_fields: list[Literal['vorticity', 'a', 'u', 'v', 'bx', 'by', 'j', 'stream']] = key(['vorticity', 'a'], 'channels the MHD generator writes (u, v, bx, by: velocity and magnetic field, vector pairs for eval.guards)')
     x_down: int = key(4, 'spatial downsampling factor (PDEBench protocol: 1024 -> 256 is 4)', ge=1, le=2**16)
     t_down: int = key(5, 'temporal downsampling factor (PDEBench protocol: 201 -> 41 frames is 5)', ge=1, le=10**6)
     initial_step: int = key(1, 'input frames given to the model (PDEBench initial_step)', ge=1, le=10**4)
@@ -348,6 +349,14 @@ class GenCfg:
     sr: SuperResCfg = key(SuperResCfg())
     overfit: bool = key(False, 'overfit mode: one fixed batch, EMA from step 0')
 
+# %% ../nbs/00_config.ipynb #717728ac
+@dataclass
+class GuardsCfg:
+    "Physics guards (ups_nb.guards) applied to every decoded prediction of the evaluation's '+guards' rows."
+    kinds: list[Literal['hodge', 'positive']] = key([], "guards in order: 'hodge' projects each vector pair to divergence-free, 'positive' clamps the positive channels at 0 keeping their mass (empty: no guarded rows)")
+    vectors: list[list[int]] = key([], 'channel index pairs [x, y] that form a 2D vector field on the periodic grid (MHD channels u, v, bx, by: [[0, 1], [2, 3]]); also scored by divergence error')
+    positive: list[int] = key([], 'channels that are never negative; also scored by negativity')
+
 # %% ../nbs/00_config.ipynb #4cb02c05
 @dataclass
 class EvalCfg:
@@ -356,6 +365,7 @@ class EvalCfg:
     corr_threshold: float = key(0.8, 'correlation horizon: first step where correlation drops below this', gt=0, le=1)
     baselines: list[Literal['persistence', 'fno']] = key(['persistence', 'fno'], 'baselines evaluated side by side')
     batch_size: int = key(32, 'evaluation batch size', ge=1)
+    guards: GuardsCfg = key(GuardsCfg())
 
 # %% ../nbs/00_config.ipynb #96b815a1
 @dataclass
@@ -536,8 +546,15 @@ def check_frames(d, horizon:int, n_frames:int, what:str):
         raise ConfigError(f'config: data.initial_step={d.initial_step} inputs + {horizon} target(s) at data.time_stride={d.time_stride} need {need} frames '
                           f'after data.t_down={d.t_down}, but {what} has {avail} ({n_frames} before data.t_down)')
 
+def _check_guards(g):
+    if any(len(p) != 2 or p[0] == p[1] or min(p) < 0 for p in g.vectors): raise ConfigError(f'config: eval.guards.vectors must list pairs of two different channel indices, got {g.vectors}')
+    if any(c < 0 for c in g.positive): raise ConfigError(f'config: eval.guards.positive must list channel indices, got {g.positive}')
+    if 'hodge' in g.kinds and not g.vectors: raise ConfigError('config: eval.guards.kinds has hodge, which needs eval.guards.vectors (the channel pairs of a vector field)')
+    if 'positive' in g.kinds and not g.positive: raise ConfigError('config: eval.guards.kinds has positive, which needs eval.guards.positive (the channels never negative)')
+
 def check_consistency(cfg):
     "Raise `ConfigError` where keys disagree with each other."
+    _check_guards(cfg.eval.guards)
     for key, v in (('name', cfg.name), ('run.name', cfg.run.name)):
         if v and not NAME_RE.fullmatch(v):
             raise ConfigError(f'config: {key}={v!r} must be a file-name part: letters, digits and . _ + - (at most 100, not starting with . or -)')

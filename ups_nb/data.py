@@ -113,7 +113,7 @@ GENERATION_KEYS = ('dataset', 'n_traj', 'nx', 't_end', 'dt_out', 'nu')
 def config_data_file(cfg) -> Path:
     "The HDF5 file a config trains on: `data.path`, or `data/<config name>-<hash of the generating keys>.h5`."
     if cfg.data.path: return Path(cfg.data.path)
-    gen = json.dumps({k: getattr(cfg.data, k) for k in GENERATION_KEYS} | {'seed': cfg.seed}, sort_keys=True)
+    gen = json.dumps({k: getattr(cfg.data, k) for k in GENERATION_KEYS} | {'seed': cfg.seed} | ({'mhd_fields': cfg.data.mhd_fields} if cfg.data.dataset == 'mhd2d' else {}), sort_keys=True)
     return Path('data')/f'{cfg.name}-{hashlib.sha256(gen.encode()).hexdigest()[:8]}.h5'
 
 def split_and_normalise(ff, cfg, cache=True, write=True):
@@ -275,7 +275,7 @@ def generate_fields(cfg:Config, path, progress=False) -> Path:
         sol = ns_dataset(d.n_traj, d.nx, t_out, cfg.seed, nu=d.nu[0], progress=progress)
     elif d.dataset == 'mhd2d':
         from ups_nb.mhd import mhd_dataset
-        sol = mhd_dataset(d.n_traj, d.nx, t_out, cfg.seed, nu=d.nu[0], eta=d.nu[0], progress=progress)
+        sol = mhd_dataset(d.n_traj, d.nx, t_out, cfg.seed, nu=d.nu[0], eta=d.nu[0], channels=tuple(d.mhd_fields), progress=progress)
     else: raise ConfigError(f"config: data.dataset={d.dataset!r}: the generative trainers generate ns2d or mhd2d; point data.path at other data")
     fields = {c: np.ascontiguousarray(sol.fields[:, :, j].swapaxes(-1, -2)) for j, c in enumerate(sol.channels)}  # solver (y, x) -> file (x, y)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

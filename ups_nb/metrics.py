@@ -14,10 +14,10 @@ import torch.nn.functional as F
 __all__ = ['FOURIER_BANDS', 'rmse', 'nrmse', 'relative_l2', 'radial_power_spectrum', 'spectrum_error', 'psnr', 'ssim_map', 'ssim',
            'mean_spectrum', 'spectrum_log_error', 'frame_corr', 'per_frame', 'corr_horizon', 'rollout_metrics',
            'max_error', 'vrmse', 'crmse', 'brmse', 'fourier_rmse', 'conservation_gap', 'energy_gap', 'bc_violation',
-           'divergence', 'divergence_error', 'spectrum_mape', 'error_growth_rate', 'count_params', 'crps_ensemble',
-           'spread_skill_ratio', 'interval_coverage', 'fit_spread_scale', 'scale_spread', 'conformal_quantile',
-           'conformal_interval', 'plot_reliability', 'frechet_distance', 'bootstrap_ci', 'peak_memory_mb', 'measure',
-           'scoreboard']
+           'negativity', 'wavenumbers', 'divergence', 'divergence_error', 'spectrum_mape', 'error_growth_rate',
+           'count_params', 'crps_ensemble', 'spread_skill_ratio', 'interval_coverage', 'fit_spread_scale',
+           'scale_spread', 'conformal_quantile', 'conformal_interval', 'plot_reliability', 'frechet_distance',
+           'bootstrap_ci', 'peak_memory_mb', 'measure', 'scoreboard']
 
 # %% ../nbs/19_metrics.ipynb #465a44b6
 def _dims(x, dims):
@@ -231,11 +231,20 @@ def bc_violation(x, kind:str='dirichlet', value:float=0.0):
         return torch.cat(d, -1).pow(2).mean(-1).sqrt()
     raise ValueError(f"bc_violation: kind must be 'dirichlet' or 'neumann', got {kind!r}")
 
+def negativity(x, dims=None, eps=1e-12):
+    "Share of a field's absolute mass that is negative, mean(max(−x, 0)) / mean|x| over `dims` (default: spatial), per sample and channel: 0 for a field that is never negative (a density, a concentration)."
+    d = _dims(x, dims)
+    return (-x).clamp_min(0).mean(d) / x.abs().mean(d).clamp_min(eps)
+
 # %% ../nbs/19_metrics.ipynb #f38f1001
+def wavenumbers(n:int, length:float=1.0, device=None):
+    "Angular wavenumbers 2π·fftfreq(n, length/n) of a periodic axis, for first derivatives: the Nyquist mode of an even n has no sign, so its k is set to 0 (Trefethen 2000, Spectral Methods in MATLAB, Ch. 3), which keeps the derivative of a real field real."
+    k = 2 * math.pi * torch.fft.fftfreq(n, length / n, device=device, dtype=torch.float64)
+    if n % 2 == 0: k[n // 2] = 0.0
+    return k
+
 def _wavenumbers(nx, ny, lx, ly, device):
-    kx = 2 * math.pi * torch.fft.fftfreq(nx, lx / nx, device=device, dtype=torch.float64)
-    ky = 2 * math.pi * torch.fft.fftfreq(ny, ly / ny, device=device, dtype=torch.float64)
-    return kx[:, None], ky[None]
+    return wavenumbers(nx, lx, device)[:, None], wavenumbers(ny, ly, device)[None]
 
 def divergence(u, v, lx:float=1.0, ly:float=1.0):
     "Spectral divergence ∂u/∂x + ∂v/∂y of a periodic 2D vector field, components (..., X, Y) on a domain lx × ly."
@@ -379,7 +388,7 @@ def measure(fn, *args, device=None, **kwargs):
     return out, dict(wall_seconds=time.perf_counter() - w0, cpu_seconds=time.process_time() - c0, peak_memory_mb=peak_memory_mb(device))
 
 # %% ../nbs/19_metrics.ipynb #75d5810f
-def _per_traj_scores(p, t, given=None, bc=None) -> dict:
+def _per_traj_scores(p, t, given=None, bc=None, vectors=(), positive=()) -> dict:
     "Every per-frame score of the rollout `p` against `t` (both (B, T, C, *space)), as (B, T, ...) tensors."
     nd = p.ndim - 3
     per = dict(rmse=per_frame(rmse, p, t), max_error=per_frame(max_error, p, t), vrmse=per_frame(vrmse, p, t),
@@ -390,13 +399,15 @@ def _per_traj_scores(p, t, given=None, bc=None) -> dict:
         gap = conservation_gap(p, given.double())
         per.update(cons_gap=gap['cumulative'], cons_gap_step=gap['step'])
     if bc is not None: per['bc_violation'] = per_frame(partial(bc_violation, kind=bc[0], value=bc[1]), p)
+    if vectors: per['div_error'] = per_frame(lambda r: torch.stack([divergence_error(r[:, i], r[:, j]) for i, j in vectors], 1), p)
+    if positive: per['negativity'] = per_frame(lambda r: negativity(r[:, list(positive)]), p)
     return per
 
-def scoreboard(pred, true, given=None, dt:float=1.0, corr_threshold:float=0.8, bc=None, level:float=0.95, n_boot:int=1000) -> dict:
-    "Every deterministic score of a rollout `pred` (B, T, C, *space) against `true`, over predicted frames only: `rollout_metrics`' entries, the mean over trajectories, steps and channels of each per-frame score (RMSE, max error, VRMSE, cRMSE, bRMSE, fRMSE bands, PSNR, energy gap, spectrum MAPE; the conservation gap from the last `given` frame (B, C, *space); the violation of `bc` = (kind, value)), the error growth rate, and `ci`: a bootstrap interval over trajectories for each."
+def scoreboard(pred, true, given=None, dt:float=1.0, corr_threshold:float=0.8, bc=None, vectors=(), positive=(), level:float=0.95, n_boot:int=1000) -> dict:
+    "Every deterministic score of a rollout `pred` (B, T, C, *space) against `true`, over predicted frames only: `rollout_metrics`' entries, the mean over trajectories, steps and channels of each per-frame score (RMSE, max error, VRMSE, cRMSE, bRMSE, fRMSE bands, PSNR, energy gap, spectrum MAPE; the conservation gap from the last `given` frame (B, C, *space); the violation of `bc` = (kind, value); the divergence error of each channel pair in `vectors`; the negativity of the channels `positive`), the error growth rate, and `ci`: a bootstrap interval over trajectories for each."
     out = rollout_metrics(pred, true, dt, corr_threshold)
     p, t = pred.double(), true.double()
-    traj = {k: v.flatten(1).mean(1).numpy() for k, v in _per_traj_scores(p, t, given, bc).items()}
+    traj = {k: v.flatten(1).mean(1).numpy() for k, v in _per_traj_scores(p, t, given, bc, vectors, positive).items()}
     out.update({k: float(v.mean()) for k, v in traj.items()})
     if given is not None: out['per_step_cons_gap'] = conservation_gap(p, given.double())['cumulative'].mean((0, 2)).tolist()
     out['growth_rate'] = error_growth_rate(out['per_step_nrmse'], dt) if len(out['per_step_nrmse']) > 1 else None

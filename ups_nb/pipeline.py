@@ -16,6 +16,7 @@ from fastcore.script import Param
 from .runs import RunError, atomic_write, load_checkpoint, script, seed_everything, stage_record, to_json, unwrap, writable_file
 from .formats import open_fields, write_pdebench_1d
 from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split, generate_fields
+from .guards import guard_projection
 from .operators import PatchOperator, LatentRoute, Reencoding, Readout, conserve_mean, fine_coords, fourier_upsample, rollout
 from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, solve_residual, distill_loss
 from .baselines import FNO1d, FNO2d, Persistence
@@ -121,6 +122,10 @@ def check_models(cfg:Config, data:PipelineData):
             if isinstance(e, ConfigError): raise
             raise ConfigError(f'config: {build.__name__[6:]}: {" ".join(str(e).split())[:200]}') from None
     if readout_on(cfg): fine_windows(data, 'train', 1)   # the file's grid must be data.x_down times the model grid
+    g = cfg.eval.guards
+    top = max([c for p in g.vectors for c in p] + g.positive, default=-1)
+    if top >= data.channels: raise ConfigError(f'config: eval.guards names channel {top}, but the data has {data.channels} channels')
+    if g.vectors and len(data.shape) != 2: raise ConfigError(f'config: eval.guards.vectors needs 2D data, this data has {len(data.shape)} spatial dimension(s)')
 
 def cond_of(batch, data:PipelineData, n:int, device):
     "Operator conditioning: the frame spacing and log10 of the viscosity."
@@ -167,9 +172,14 @@ def horizon_at(op_cfg, epoch:int) -> int:
         if epoch >= e: h = hz
     return h
 
-def projection(cfg:Config, data:PipelineData):
-    "The correction every model's predictions get, in training and evaluation alike: `conserve_mean` when `data.conserve_mean`, else none."
-    return conserve_mean(len(data.shape)) if cfg.data.conserve_mean else None
+def projection(cfg:Config, data:PipelineData, guards:bool=False):
+    "The correction every model's predictions get, in training and evaluation alike: `conserve_mean` when `data.conserve_mean`, else none; with `guards`, followed by the physics guards of `eval.guards` (the evaluation's '+guards' rows), applied in physical units."
+    base = conserve_mean(len(data.shape)) if cfg.data.conserve_mean else None
+    if not guards: return base
+    g = cfg.eval.guards
+    guard = guard_projection(g.kinds, [tuple(p) for p in g.vectors], g.positive, ndim=len(data.shape))
+    physical = lambda nxt, fr: data.norm.encode(guard(data.norm.decode(nxt), fr))      # per-channel scales would break div u = 0
+    return physical if base is None else (lambda nxt, fr: physical(base(nxt, fr), fr))
 
 def model_rollout(m, frames, cond, K, grad_steps=0, noise=0.0, project=None):
     "Predicted frames `(B, K, C, *space)` of any model from given frames; a `LatentRoute` rolls out in latent space, as UPT does."
@@ -379,8 +389,8 @@ class Clock:
         "The cost of one of `n` rollouts timed under `key`."
         return dict(rollout_wall_seconds=self.wall[key] / n, rollout_cpu_seconds=self.cpu[key] / n)
 
-def eval_rollouts(cfg:Config, data:PipelineData, models:dict, device='cpu', traj=None, clock=None):
-    "Every model's rollout of the test trajectories (all, or the indices `traj`), the truth and the last given frame, de-normalised: name -> (n, K, C, *space), 'given' -> (n, C, *space); each model's rollouts timed on `clock`."
+def eval_rollouts(cfg:Config, data:PipelineData, models:dict, device='cpu', traj=None, clock=None, guards:bool=False):
+    "Every model's rollout of the test trajectories (all, or the indices `traj`), the truth and the last given frame, de-normalised: name -> (n, K, C, *space), 'given' -> (n, C, *space); each model's rollouts timed on `clock`; with `guards`, every prediction projected by the physics guards."
     S, ds, clock = cfg.data.initial_step, data.trajectories('test'), clock or Clock()
     if traj is not None: ds = torch.utils.data.Subset(ds, list(traj))
     out = {k: [] for k in ('truth', 'given', *models)}
@@ -392,7 +402,7 @@ def eval_rollouts(cfg:Config, data:PipelineData, models:dict, device='cpu', traj
             cond = cond_of(b, data, seq.shape[0], device)
             out['truth'].append(seq[:, S:S + K]); out['given'].append(seq[:, S - 1])
             for k, m in models.items():
-                with clock(k): out[k].append(model_rollout(m, seq[:, :S], cond, K, project=projection(cfg, data)))
+                with clock(k): out[k].append(model_rollout(m, seq[:, :S], cond, K, project=projection(cfg, data, guards)))
     return {k: data.norm.decode(torch.cat(v).float().cpu()) for k, v in out.items()}
 
 @dataclass
@@ -464,9 +474,13 @@ def evaluate_pipeline(cfg:Config, data:PipelineData, run_dir, device='cpu', mode
     r = eval_rollouts(cfg, data, models, device, clock=clock)
     true, given = r.pop('truth'), r.pop('given'); n = len(true)
     stage = dict(operator='operator', operator_reencode='operator', fno='fno')
-    scores = lambda v: scoreboard(v, true, given, dt=data.dt, corr_threshold=cfg.eval.corr_threshold)
+    g = cfg.eval.guards
+    scores = lambda v: scoreboard(v, true, given, dt=data.dt, corr_threshold=cfg.eval.corr_threshold, vectors=[tuple(p) for p in g.vectors], positive=g.positive)
     res = {k: {**scores(v), **ensemble_metrics(v[None], true), 'params': count_params(models[k]), **clock.per(k, n),
                **(stage_cost(run_dir, stage[k]) if k in stage else {})} for k, v in r.items()}
+    if g.kinds:
+        guarded = Clock(); rg = eval_rollouts(cfg, data, models, device, clock=guarded, guards=True)
+        res.update({f'{k}+guards': {**scores(rg[k]), **ensemble_metrics(rg[k][None], true), 'params': count_params(models[k]), **guarded.per(k, n)} for k in models})
     for k, e in corrected_rollouts(cfg, data, models, correctors, device, clock).items():
         cr = correctors[k]
         res[k] = {**scores(e.mean(0)), **ensemble_metrics(e, true), 'params': count_params(models[cr.base]) + count_params(cr.net), **clock.per(k, n), **stage_cost(run_dir, cr.stage)}
@@ -523,7 +537,8 @@ def eval_table(ev:dict) -> str:
     return '\n'.join(rows)
 
 SCORE_COLUMNS = (('nRMSE 95% CI', 'nrmse'), ('VRMSE', 'vrmse'), ('cRMSE', 'crmse'), ('fRMSE low', 'frmse_low'), ('mid', 'frmse_mid'), ('high', 'frmse_high'),
-                 ('mass gap', 'cons_gap'), ('energy gap', 'energy_gap'), ('spec. MAPE', 'spectrum_mape'), ('growth/t', 'growth_rate'), ('rollout ms', 'rollout_cpu_seconds'))
+                 ('mass gap', 'cons_gap'), ('energy gap', 'energy_gap'), ('spec. MAPE', 'spectrum_mape'), ('div error', 'div_error'), ('negativity', 'negativity'),
+                 ('growth/t', 'growth_rate'), ('rollout ms', 'rollout_cpu_seconds'))
 
 def score_table(ev:dict) -> str:
     "The rest of the scoreboard as a text table: nRMSE's bootstrap interval over test trajectories, VRMSE, cRMSE, fRMSE bands, conservation (mass) and energy gaps, spectrum MAPE, error growth rate and CPU milliseconds per rollout."

@@ -10,7 +10,7 @@ def run(*args, cwd=None):
     env = {**os.environ, 'PYTHONHASHSEED': '0'}
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300)
 
-@pytest.mark.parametrize('cmd,words', [('ups_train', ['--config', '--stage', 'overrides']), ('ups_eval', ['--config', 'overrides']),
+@pytest.mark.parametrize('cmd,words', [('ups_train', ['--config', '--stage', 'overrides']), ('ups_eval', ['--config', '--run', '--eval', 'overrides']), ('ups_analyze', ['run', '--runs']), ('ups_compare', ['run_a', 'run_b']),
                                        ('ups_data', ['dataset', '--out', '--layout']), ('ups_leaderboard', ['--path', '--metric']),
                                        ('ups_bench', ['--config', '--seeds', '--out'])])
 def test_help(cmd, words):
@@ -62,7 +62,7 @@ def test_latent_route_end_to_end(tmp_path):
     r = run(sys.executable, ROOT/'ups_nb'/'train.py', '--config', 'burgers_tiny', 'operator.route=latent', 'run.out_dir=runs',
             'stages.operator.lambda_inv_dec=1', cwd=tmp_path)                  # the data is generated into tmp_path/data
     assert r.returncode == 0, r.stderr[-3000:]
-    (rd,) = [d for d in (tmp_path/'runs').iterdir() if d.is_dir()]
+    (rd,) = [d for d in (tmp_path/'runs').iterdir() if (d/'config.yaml').exists()]
     ev = json.loads((rd/'eval.json').read_text())
     assert set(ev['models']) == {'operator', 'operator_reencode', 'fno', 'persistence', 'operator+corrector', 'operator+student'}
     assert ev['models']['operator']['params'] == ev['models']['operator_reencode']['params']

@@ -25,3 +25,38 @@ def test_guard_channel_out_of_range(tmp_path):
     r = run(BIN/'ups_train', '--config', 'burgers_tiny', *MHD, 'eval.guards.kinds=[hodge]', 'eval.guards.vectors=[[0,4]]', f'run.out_dir={tmp_path}/runs', cwd=tmp_path)
     assert r.returncode == 2 and 'Traceback' not in r.stderr
     assert [l for l in r.stderr.splitlines() if l.strip()] == ['error: config: eval.guards names channel 4, but the data has 4 channels'], r.stderr
+
+def _chromium():
+    import shutil
+    return next((shutil.which(b) for b in ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable') if shutil.which(b)), None)
+
+def test_eval_report_leaderboard_compare(tmp_path):
+    "A trained default-shaped run: `ups_eval --run` writes metrics JSON/CSV, figures and an HTML page that a real browser renders with every figure; the leaderboard CSV/HTML have the playbook's columns and a champion; `ups_analyze` and `ups_compare` summarise."
+    import pandas as pd, pytest
+    runs = tmp_path/'runs'
+    for seed in (0, 1):
+        r = run(BIN/'ups_train', '--config', 'burgers_tiny', f'seed={seed}', 'corrector.bases=[]', f'run.out_dir={runs}', cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b = sorted(p.name for p in runs.iterdir() if (p/'eval.json').exists())
+    before = (runs/a/'eval.json').read_text()
+    r = run(BIN/'ups_eval', '--run', a, '--runs', runs, '--eval', 'small', '--quiet', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (runs/a/'eval.json').read_text() == before                       # the run's record of completion is untouched
+    rep = tmp_path/'reports'/a/'small'
+    assert {'metrics.json', 'metrics.csv', 'report.html', 'curves.png', 'rollout.png', 'spectra.png', 'training.png'} <= {p.name for p in rep.iterdir()}
+    m = pd.read_csv(rep/'metrics.csv'); assert {'operator', 'fno', 'persistence'} <= set(m.model) and {'nrmse_lo', 'nrmse_hi', 'vrmse'} <= set(m.columns)
+    board = pd.read_csv(tmp_path/'reports'/'leaderboard.csv')
+    assert list(board.columns[1:15]) == ['run_id', 'commit', 'config_hash', 'nrmse', 'cons_gap', 'bc_violation', 'ece', 'wall_clock', 'params', 'date', 'label', 'task', 'model', 'seed']
+    assert set(board['eval']) == {'run', 'small'} and board.champion.sum() == 3      # one per (data file, evaluation): each seed made its own data
+    assert (tmp_path/'reports'/'leaderboard.html').exists() and '- what next:' in (tmp_path/'reports'/a/'notes.md').read_text()
+    r = run(BIN/'ups_analyze', a, '--runs', runs, cwd=tmp_path); assert r.returncode == 0 and '## Evaluation: small' in r.stdout, r.stderr
+    r = run(BIN/'ups_compare', a, b, '--runs', runs, cwd=tmp_path); assert r.returncode == 0 and '| nrmse |' in r.stdout and '- `seed`: ' in r.stdout, r.stderr
+    r = run(BIN/'ups_eval', '--run', 'nope', '--runs', runs, cwd=tmp_path)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and 'run nope:' in r.stderr
+    browser = _chromium()
+    if browser is None: pytest.skip('no Chromium here: the report was written but not rendered in a browser (.ci/run installs one)')
+    dom = subprocess.run([browser, '--headless', '--no-sandbox', '--disable-gpu', '--virtual-time-budget=5000', '--dump-dom', (rep/'report.html').as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    import re
+    shown = re.search(r'<body data-figures="(\d+)" data-figures-ok="(\w+)"', dom)
+    assert shown and int(shown[1]) == 4 and shown[2] == 'true', dom[:300]      # curves, rollout, spectra, training (no ensemble here)

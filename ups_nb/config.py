@@ -15,10 +15,10 @@ __all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 
            'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'CorrectorCfg',
            'SteadyCfg', 'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg',
            'TimestepsCfg', 'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg',
-           'DiagnosticsCfg', 'GenEvalCfg', 'FieldCfg', 'SuperResCfg', 'GenCfg', 'GuardsCfg', 'EvalCfg', 'Config',
-           'schema_keys', 'schema_table', 'check_keys', 'to_dict', 'from_dict', 'generated_frames', 'check_frames',
-           'check_consistency', 'builtin_configs', 'deep_merge', 'find_config', 'load_yaml', 'resolve_refs',
-           'parse_override', 'load_config', 'dump_config', 'hashed_part', 'config_hash']
+           'DiagnosticsCfg', 'GenEvalCfg', 'FieldCfg', 'SuperResCfg', 'GenCfg', 'GuardsCfg', 'EvalCfg', 'GatesCfg',
+           'Config', 'schema_keys', 'schema_table', 'check_keys', 'to_dict', 'from_dict', 'generated_frames',
+           'check_frames', 'check_consistency', 'builtin_configs', 'deep_merge', 'find_config', 'load_yaml',
+           'resolve_refs', 'parse_override', 'load_config', 'dump_config', 'hashed_part', 'config_hash']
 
 # %% ../nbs/00_config.ipynb #a4dedf34
 class ConfigError(ValueError):
@@ -36,6 +36,7 @@ def key(default, doc='', ge=None, gt=None, le=None, lt=None):
 class RunCfg:
     "Where a run lives and how it reports."
     out_dir: str = key('runs', 'folder that holds one sub-folder per run')
+    reports_dir: str = key('', "folder of the reports, leaderboard.csv/html and champions ('': reports/ beside run.out_dir)")
     name: str = key('', "run name prefix ('' uses the config name)")
     log_every: int = key(10, 'log a JSONL training event every N optimizer steps', ge=1)
     ckpt_every: int = key(200, 'write the resumable checkpoint every N optimizer steps', ge=1)
@@ -365,7 +366,21 @@ class EvalCfg:
     corr_threshold: float = key(0.8, 'correlation horizon: first step where correlation drops below this', gt=0, le=1)
     baselines: list[Literal['persistence', 'fno']] = key(['persistence', 'fno'], 'baselines evaluated side by side')
     batch_size: int = key(32, 'evaluation batch size', ge=1)
+    n_test: int = key(0, 'test trajectories evaluated: the first n of the test split (0: all of them)', ge=0)
+    n_boot: int = key(1000, 'bootstrap resamples of every confidence interval', ge=100, le=10**6)
     guards: GuardsCfg = key(GuardsCfg())
+
+# %% ../nbs/00_config.ipynb #fdc6f5bb
+@dataclass
+class GatesCfg:
+    "The leaderboard's gates and promotion rule (design note 004): a candidate that fails a gate is archived; one that passes them all and beats its task's champion by `min_gain` on `metric` becomes the champion."
+    metric: Literal['nrmse', 'vrmse', 'crps'] = key('nrmse', 'the metric a candidate must improve (lower is better)')
+    min_gain: float = key(0.01, "promotion: the candidate's metric at most the champion's minus this", ge=0)
+    cons_gap: float = key(2.0, "gate: fail when the conservation gap exceeds this times the champion's", gt=0)
+    bc_violation: float = key(1.5, "gate: fail when the boundary-condition violation exceeds this times the champion's", gt=0)
+    ece: float = key(1.5, "gate: fail when the coverage ECE exceeds this times the champion's (+50 %)", gt=0)
+    floor: float = key(1e-6, "physics gaps and ECE below this count as this in the gates (a projected model's gap is round-off)", gt=0)
+    wall_clock: float = key(0.0, 'gate: wall-clock seconds per rollout allowed (0: no budget)', ge=0)
 
 # %% ../nbs/00_config.ipynb #96b815a1
 @dataclass
@@ -389,6 +404,7 @@ class Config:
     stages: StagesCfg = key(StagesCfg())
     gen: GenCfg = key(GenCfg())
     eval: EvalCfg = key(EvalCfg())
+    gates: GatesCfg = key(GatesCfg())
 
 # %% ../nbs/00_config.ipynb #8733d636
 def _hints(cls): return get_type_hints(cls)
@@ -719,7 +735,7 @@ def dump_config(cfg):
     "The resolved config as YAML text."
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
-NOT_HASHED = ('stage', 'run.out_dir', 'run.progress', 'run.log_every', 'run.ckpt_every', 'run.wandb', 'run.tensorboard')
+NOT_HASHED = ('stage', 'run.out_dir', 'run.reports_dir', 'run.progress', 'run.log_every', 'run.ckpt_every', 'run.wandb', 'run.tensorboard', 'eval', 'gates')
 
 def hashed_part(d:dict) -> dict:
     "A copy of the config mapping `d` without the keys in `NOT_HASHED`: what makes two runs the same run."

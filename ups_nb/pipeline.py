@@ -4,16 +4,16 @@
 
 # %% ../nbs/65_pipeline.ipynb #849b1477
 from __future__ import annotations
-import contextlib, math, time
+import contextlib, datetime, math, time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .config import Config, ConfigError, check_frames, config_hash, load_config
+from .config import Config, ConfigError, check_frames, config_hash, load_config, to_dict
 from fastcore.script import Param
-from .runs import RunError, atomic_write, load_checkpoint, script, seed_everything, stage_record, to_json, unwrap, writable_file
+from .runs import RunError, atomic_write, load_checkpoint, script, seed_everything, stage_record, to_json, unwrap, writable_dir, writable_file
 from .formats import open_fields, write_pdebench_1d
 from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split, generate_fields
 from .guards import guard_projection
@@ -24,18 +24,18 @@ from .steady import train_steady, evaluate_steady, steady_table
 from .losses import spectral_energy_loss, edge_aware_tv, conservation_penalty
 from .loop import fit, open_run
 from .metrics import count_params, nrmse, relative_l2, rollout_metrics, scoreboard, crps_ensemble, spread_skill_ratio, interval_coverage, peak_memory_mb
-from .leaderboard import add_row
+from .leaderboard import submit, reports_dir, run_config, run_notes, config_diff, write_notes
 
 # %% auto #0
-__all__ = ['COND_KEYS', 'SCORE_COLUMNS', 'STAGES', 'BOARD_KEYS', 'BOARD_EXTRA', 'generate_data', 'PipelineData', 'load_data',
-           'operator_history', 'build_operator', 'build_fno', 'check_models', 'cond_of', 'step_fn', 'frames_of',
-           'load_stage', 'load_base', 'horizon_at', 'projection', 'model_rollout', 'rollout_loss', 'rollout_val',
-           'train_operator', 'train_fno', 'readout_on', 'build_readout', 'fine_windows', 'coarse', 'readout_loss',
-           'train_readout', 'build_corrector', 'corrector_batch', 'train_corrector', 'load_corrector', 'train_student',
-           'stage_cost', 'load_models', 'Clock', 'eval_rollouts', 'Correction', 'load_correctors', 'corrected_rollouts',
-           'student_report', 'ensemble_metrics', 'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table',
-           'score_table', 'plot_eval', 'evaluate_readout', 'board_row', 'record_eval', 'fno_budget', 'run_pipeline',
-           'eval_main']
+__all__ = ['COND_KEYS', 'SCORE_COLUMNS', 'STAGES', 'BOARD_KEYS', 'BOARD_EXTRA', 'BASELINES', 'generate_data', 'PipelineData',
+           'load_data', 'operator_history', 'build_operator', 'build_fno', 'check_models', 'cond_of', 'step_fn',
+           'frames_of', 'load_stage', 'load_base', 'horizon_at', 'projection', 'model_rollout', 'rollout_loss',
+           'rollout_val', 'train_operator', 'train_fno', 'readout_on', 'build_readout', 'fine_windows', 'coarse',
+           'readout_loss', 'train_readout', 'build_corrector', 'corrector_batch', 'train_corrector', 'load_corrector',
+           'train_student', 'stage_cost', 'load_models', 'test_set', 'Clock', 'eval_rollouts', 'Correction',
+           'load_correctors', 'corrected_rollouts', 'student_report', 'ensemble_metrics', 'evaluate_pipeline',
+           'rollout_examples', 'plot_rollouts', 'eval_table', 'score_table', 'plot_eval', 'evaluate_readout',
+           'board_row', 'judge_rows', 'record_eval', 'evaluate_run', 'fno_budget', 'run_pipeline']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -376,6 +376,11 @@ def load_models(cfg:Config, data:PipelineData, run_dir) -> dict:
     if 'persistence' in cfg.eval.baselines: models['persistence'] = Persistence(data.channels, cfg.data.initial_step)
     return models
 
+def test_set(cfg:Config, data:PipelineData):
+    "The test trajectories the evaluation scores: all of the test split, or its first `eval.n_test`."
+    ds = data.trajectories('test')
+    return torch.utils.data.Subset(ds, range(min(cfg.eval.n_test, len(ds)))) if cfg.eval.n_test else ds
+
 class Clock:
     "Wall-clock and process CPU seconds spent per key, summed over `with clock(key):` blocks."
     def __init__(self): self.wall, self.cpu = {}, {}
@@ -391,7 +396,7 @@ class Clock:
 
 def eval_rollouts(cfg:Config, data:PipelineData, models:dict, device='cpu', traj=None, clock=None, guards:bool=False):
     "Every model's rollout of the test trajectories (all, or the indices `traj`), the truth and the last given frame, de-normalised: name -> (n, K, C, *space), 'given' -> (n, C, *space); each model's rollouts timed on `clock`; with `guards`, every prediction projected by the physics guards."
-    S, ds, clock = cfg.data.initial_step, data.trajectories('test'), clock or Clock()
+    S, ds, clock = cfg.data.initial_step, test_set(cfg, data), clock or Clock()
     if traj is not None: ds = torch.utils.data.Subset(ds, list(traj))
     out = {k: [] for k in ('truth', 'given', *models)}
     for m in models.values(): m.to(device).eval()
@@ -427,7 +432,7 @@ def load_correctors(cfg:Config, data:PipelineData, run_dir) -> dict:
 def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu', clock=None) -> dict:
     "Ensembles of `corrector.members` rollouts of each corrected base over the test trajectories, de-normalised: row name -> (M, n, K, C, *space); each row's ensembles timed on `clock`."
     c, S, M, clock = cfg.corrector, cfg.data.initial_step, cfg.corrector.members, clock or Clock()
-    ds, out = data.trajectories('test'), {k: [] for k in corrections}
+    ds, out = test_set(cfg, data), {k: [] for k in corrections}
     with torch.no_grad():
         for b in _batches(ds, len(ds), device, bs=cfg.eval.batch_size):
             seq = frames_of(b); K = seq.shape[1] - S
@@ -475,7 +480,7 @@ def evaluate_pipeline(cfg:Config, data:PipelineData, run_dir, device='cpu', mode
     true, given = r.pop('truth'), r.pop('given'); n = len(true)
     stage = dict(operator='operator', operator_reencode='operator', fno='fno')
     g = cfg.eval.guards
-    scores = lambda v: scoreboard(v, true, given, dt=data.dt, corr_threshold=cfg.eval.corr_threshold, vectors=[tuple(p) for p in g.vectors], positive=g.positive)
+    scores = lambda v: scoreboard(v, true, given, dt=data.dt, corr_threshold=cfg.eval.corr_threshold, vectors=[tuple(p) for p in g.vectors], positive=g.positive, n_boot=cfg.eval.n_boot)
     res = {k: {**scores(v), **ensemble_metrics(v[None], true), 'params': count_params(models[k]), **clock.per(k, n),
                **(stage_cost(run_dir, stage[k]) if k in stage else {})} for k, v in r.items()}
     if g.kinds:
@@ -593,20 +598,46 @@ STAGES = ('operator', 'readout', 'fno', 'diffusion', 'distill', 'steady', 'eval'
 BOARD_KEYS = ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time', 'params')
 BOARD_EXTRA = ('vrmse', 'crmse', 'cons_gap', 'bc_violation', 'crps', 'rollout_wall_seconds', 'rollout_cpu_seconds', 'train_seconds', 'train_cpu_seconds')
 
-def board_row(cfg:Config, run_dir, ev:dict, model:str) -> dict:
-    "One leaderboard row: who (run, model, task, dataset, seed, config hash), the playbook's scores (nRMSE with its bootstrap interval, conservation gap, BC violation, ECE, CRPS) and costs (wall-clock and CPU seconds per rollout, parameters, training time)."
-    r = ev['models'][model]; lo, hi = r.get('ci', {}).get('nrmse', (None, None))
-    return dict(run=Path(run_dir).name, model=model, task=cfg.data.dataset, dataset=Path(ev['data']).name, seed=cfg.seed, config_hash=config_hash(cfg),
-                **{k: r[k] for k in BOARD_KEYS}, nrmse_lo=lo, nrmse_hi=hi, ece=r.get('coverage_ece'), **{k: r.get(k) for k in BOARD_EXTRA})
+BASELINES = ('persistence', 'fno')
 
-def record_eval(cfg:Config, run_dir, ev:dict, board, say=print):
-    "Write the evaluation's artifacts: the plot, one leaderboard row per model with finite metrics, then `eval.json`, the run's record of completion."
-    plot_eval(ev, run_dir/'eval_per_step.png')
+def board_row(cfg:Config, run_dir, ev:dict, model:str, eval_name:str='run') -> dict:
+    "One leaderboard row: who (run, model, label, task, dataset, seed, config hash, which evaluation), the playbook's scores (nRMSE with its bootstrap interval, conservation gap, BC violation, ECE, CRPS) and costs (wall-clock and CPU seconds per rollout, parameters, training time)."
+    r = ev['models'][model]; lo, hi = r.get('ci', {}).get('nrmse', (None, None))
+    return dict(run=Path(run_dir).name, model=model, label=cfg.run.name or cfg.name, task=cfg.data.dataset, dataset=Path(ev['data']).name, seed=cfg.seed,
+                config_hash=config_hash(cfg), eval=eval_name, **{k: r[k] for k in BOARD_KEYS}, nrmse_lo=lo, nrmse_hi=hi, ece=r.get('coverage_ece'),
+                wall_clock=r.get('rollout_wall_seconds'), **{k: r.get(k) for k in BOARD_EXTRA})
+
+def judge_rows(cfg:Config, run_dir, ev:dict, board, say=print, eval_name:str='run') -> dict:
+    "Submit one leaderboard row per model with finite metrics, each judged by `gates` against its task's champion, and note the verdicts of the run's own models (not the baselines) in `<reports>/<run>/notes.md`; returns the verdicts."
+    reports, verdicts, notes = reports_dir(cfg), {}, []
     for k, r in ev['models'].items():
         if not all(r[kk] is not None and math.isfinite(r[kk]) for kk in BOARD_KEYS):
             say(f'{k}: non-finite metrics (its rollout diverged); not added to the leaderboard'); continue
-        add_row(board, **board_row(cfg, run_dir, ev, k))
+        row = board_row(cfg, run_dir, ev, k, eval_name); v = verdicts[k] = submit(board, reports, row, cfg.gates)
+        say(f"leaderboard: {k} is {v['status']}" + ''.join(f'; {f}' for f in v['fails']))
+        if k.split('+')[0] in BASELINES: continue
+        c = v['champion']; prev = run_config(cfg.run.out_dir, c['run']) if c else None
+        notes.append(f'### {k}\n' + run_notes(row, v, None if prev is None else config_diff(prev, to_dict(cfg)), cfg.gates.metric))
+    if notes: write_notes(reports/Path(run_dir).name/'notes.md', f"{eval_name} evaluation, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", ''.join(notes))
+    return verdicts
+
+def record_eval(cfg:Config, run_dir, ev:dict, board, say=print):
+    "Write the evaluation's artifacts: the plot, the leaderboard rows with their verdicts and notes (`judge_rows`), then `eval.json`, the run's record of completion."
+    plot_eval(ev, run_dir/'eval_per_step.png')
+    judge_rows(cfg, run_dir, ev, board, say)
     atomic_write(run_dir/'eval.json', to_json(ev, indent=1))
+
+def evaluate_run(cfg:Config, data:PipelineData, run_dir, device='cpu') -> tuple[dict, dict]:
+    "The whole evaluation of a trained run: every model's rollouts and scores (`evaluate_pipeline`), and the readout on the fine grid and the steady prior when the run has them; returns (evaluation, models)."
+    models = load_models(cfg, data, run_dir)
+    ev = evaluate_pipeline(cfg, data, run_dir, device, models)
+    if readout_on(cfg):
+        ro = build_readout(cfg, data); load_stage(ro, run_dir, 'readout')
+        ev['readout'] = dict(evaluate_readout(cfg, data, models['operator'], ro, device), **stage_cost(run_dir, 'readout'))
+    if cfg.stages.steady.epochs:
+        ev['steady'] = dict(evaluate_steady(cfg, run_dir, lambda m, s: load_stage(m, run_dir, s, 'steady'), device),
+                            prior=stage_cost(run_dir, 'steady_prior'), regression=stage_cost(run_dir, 'steady_regression'))
+    return ev, models
 
 def fno_budget(cfg:Config, run_dir) -> float:
     "The FNO's CPU-time budget: the operator stage's CPU seconds when `stages.fno.epochs` is null, else 0 (fixed epochs)."
@@ -619,7 +650,7 @@ def run_pipeline(cfg:Config) -> dict:
     "Run the pipeline stages of `cfg.stage` ('all' or one of STAGES); returns the evaluation (when it ran, or the saved one of a finished run)."
     acc, run_dir, done = open_run(cfg)
     board = Path(cfg.run.out_dir)/'leaderboard.jsonl'
-    if acc.is_main_process and cfg.stage in ('all', 'eval'): writable_file(board)   # before training, not after
+    if acc.is_main_process and cfg.stage in ('all', 'eval'): writable_file(board); writable_dir(reports_dir(cfg))   # before training, not after
     say = print if acc.is_main_process else (lambda *a, **k: None)
     if cfg.stage == 'all' and done is not None:
         say(f'run folder: {run_dir} is finished; its evaluation (eval.json):\n{eval_table(done)}\n(--stage eval evaluates it again)')
@@ -641,26 +672,10 @@ def run_pipeline(cfg:Config) -> dict:
     if 'eval' not in todo: return {}
     ev = {}
     if acc.is_main_process:
-        models = load_models(cfg, data, run_dir)
-        ev = evaluate_pipeline(cfg, data, run_dir, acc.device, models)
-        if readout_on(cfg):
-            ro = build_readout(cfg, data); load_stage(ro, run_dir, 'readout')
-            ev['readout'] = dict(evaluate_readout(cfg, data, models['operator'], ro, acc.device), **stage_cost(run_dir, 'readout'))
-        if cfg.stages.steady.epochs:
-            ev['steady'] = dict(evaluate_steady(cfg, run_dir, lambda m, s: load_stage(m, run_dir, s, 'steady'), acc.device),
-                                prior=stage_cost(run_dir, 'steady_prior'), regression=stage_cost(run_dir, 'steady_regression'))
+        ev, models = evaluate_run(cfg, data, run_dir, acc.device)
         plot_rollouts(rollout_examples(cfg, data, models, acc.device), data.dt, run_dir/'rollout_spacetime.png')
         record_eval(cfg, run_dir, ev, board, say)
         say(eval_table(ev)); say(score_table(ev))
         say(f'artifacts: {run_dir} (config.yaml, env.json, log.jsonl, ckpt/, eval.json, eval_per_step.png, rollout_spacetime.png); leaderboard: {board}')
     acc.wait_for_everyone()
     return ev
-
-# %% ../nbs/65_pipeline.ipynb #3e930e34
-@script
-def eval_main(overrides:Param('config overrides key.sub=value, as given to training', str, nargs='*'),
-              config:Param('built-in config name or path to a YAML file', str)=None):
-    "Evaluate a trained pipeline run in physical space against persistence and the FNO (the eval stage)."
-    cfg = load_config(config, list(overrides or []) + ['stage=eval'])
-    if cfg.task != 'pipeline': raise ConfigError(f'task: ups_eval evaluates pipeline runs, this config has task={cfg.task!r}')
-    return run_pipeline(cfg)

@@ -34,7 +34,7 @@ setuptools.setup(
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=[lib_path, lib_path+'.*']),
     include_package_data = True,
-    package_data = {lib_path: ['configs/*.yaml', 'configs/eval/*.yaml']},
+    package_data = {lib_path: ['configs/*.yaml', 'configs/eval/*.yaml', 'configs/sweep/*.yaml']},
     install_requires = requirements,
     extras_require = {'dev': dev_requirements},
     dependency_links = cfg.get('dep_links','').split(),

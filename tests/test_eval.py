@@ -60,3 +60,22 @@ def test_eval_report_leaderboard_compare(tmp_path):
     import re
     shown = re.search(r'<body data-figures="(\d+)" data-figures-ok="(\w+)"', dom)
     assert shown and int(shown[1]) == 4 and shown[2] == 'true', dom[:300]      # curves, rollout, spectra, training (no ensemble here)
+
+def test_sweep_resumes_after_kill(tmp_path):
+    "A sweep killed after its first run restarts without retraining or re-evaluating that run, and ends with the full evaluation of its best run on the leaderboard."
+    import signal, time, pandas as pd
+    (tmp_path/'s.yaml').write_text('config: burgers_tiny\ngrid: {train.lr: [0.0005, 0.002]}\n'
+                                   'overrides: {corrector.bases: [], readout.enabled: false}\nlocal: {trials: 1}\ntop_k: 1\n')
+    cmd = [str(BIN/'ups_sweep'), str(tmp_path/'s.yaml'), '--runs', str(tmp_path/'runs')]
+    p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path/'reports').glob('*/small/metrics.json')): time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    (first,) = [m.parent.parent.name for m in (tmp_path/'reports').glob('*/small/metrics.json')]
+    stamp = (tmp_path/'runs'/first/'eval.json').stat().st_mtime_ns, (tmp_path/'reports'/first/'small'/'metrics.json').stat().st_mtime_ns
+    r = run(*cmd, cwd=tmp_path); assert r.returncode == 0, r.stderr[-2000:]
+    assert ((tmp_path/'runs'/first/'eval.json').stat().st_mtime_ns, (tmp_path/'reports'/first/'small'/'metrics.json').stat().st_mtime_ns) == stamp
+    t = pd.read_csv(tmp_path/'reports'/'sweeps'/'s.csv')
+    assert list(t.phase) == ['grid', 'grid', 'local'] and t.full.notna().sum() == 1 and t.run.nunique() == 3
+    board = pd.read_csv(tmp_path/'reports'/'leaderboard.csv')
+    assert set(board['eval']) == {'run', 'small', 'full'} and board[board['eval'] == 'small'].run_id.nunique() == 3

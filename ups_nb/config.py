@@ -15,10 +15,10 @@ __all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 
            'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'CorrectorCfg',
            'SteadyCfg', 'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg',
            'TimestepsCfg', 'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg',
-           'DiagnosticsCfg', 'GenEvalCfg', 'FieldCfg', 'SuperResCfg', 'GenCfg', 'GuardsCfg', 'EvalCfg', 'GatesCfg',
-           'Config', 'schema_keys', 'schema_table', 'check_keys', 'to_dict', 'from_dict', 'generated_frames',
-           'check_frames', 'check_consistency', 'builtin_configs', 'deep_merge', 'find_config', 'load_yaml',
-           'resolve_refs', 'parse_override', 'load_config', 'dump_config', 'hashed_part', 'config_hash']
+           'DiagnosticsCfg', 'GenEvalCfg', 'FieldCfg', 'SuperResCfg', 'GenCfg', 'GuardsCfg', 'TTCCfg', 'EvalCfg',
+           'GatesCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys', 'to_dict', 'from_dict',
+           'generated_frames', 'check_frames', 'check_consistency', 'builtin_configs', 'deep_merge', 'find_config',
+           'load_yaml', 'resolve_refs', 'parse_override', 'load_config', 'dump_config', 'hashed_part', 'config_hash']
 
 # %% ../nbs/00_config.ipynb #a4dedf34
 class ConfigError(ValueError):
@@ -358,6 +358,17 @@ class GuardsCfg:
     vectors: list[list[int]] = key([], 'channel index pairs [x, y] that form a 2D vector field on the periodic grid (MHD channels u, v, bx, by: [[0, 1], [2, 3]]); also scored by divergence error')
     positive: list[int] = key([], 'channels that are never negative; also scored by negativity')
 
+# %% ../nbs/00_config.ipynb #eae3ef66
+@dataclass
+class TTCCfg:
+    "Test-time compute (corrector.ttc_step): at each corrected step, several corrections scored by a physics reward; the evaluation's '<base>+ttc' rows."
+    candidates: int = key(0, 'proposals drawn per corrected step (0: no TTC rows)', ge=0, le=256)
+    horizon: int = key(0, 'look-ahead steps with the base model when scoring a proposal', ge=0, le=64)
+    cadence: int = key(1, 'every how many steps the proposals are drawn', ge=1)
+    w_mass: float = key(1.0, 'reward weight of the change of each channel\'s spatial mean (mass, momentum)', ge=0)
+    w_energy: float = key(0.0, 'reward weight of the relative change of 1/2 <u^2> (0 where forcing or dissipation change it on purpose)', ge=0)
+    w_neg: float = key(0.0, 'reward weight of the negativity of eval.guards.positive channels', ge=0)
+
 # %% ../nbs/00_config.ipynb #4cb02c05
 @dataclass
 class EvalCfg:
@@ -369,6 +380,7 @@ class EvalCfg:
     n_test: int = key(0, 'test trajectories evaluated: the first n of the test split (0: all of them)', ge=0)
     n_boot: int = key(1000, 'bootstrap resamples of every confidence interval', ge=100, le=10**6)
     guards: GuardsCfg = key(GuardsCfg())
+    ttc: TTCCfg = key(TTCCfg())
 
 # %% ../nbs/00_config.ipynb #fdc6f5bb
 @dataclass

@@ -14,7 +14,7 @@ from .runs import unwrap
 
 # %% auto #0
 __all__ = ['Corrector', 'fit_scale', 'corrector_loss', 'tau_distribution', 'solve_residual', 'correct', 'relative_jump',
-           'corrected_step', 'repeat_members', 'student_endpoint', 'distill_loss']
+           'corrected_step', 'repeat_members', 'student_endpoint', 'distill_loss', 'physics_reward', 'ttc_step']
 
 # %% ../nbs/45_corrector.ipynb #1d4ad374
 class Corrector(nn.Module):
@@ -111,3 +111,33 @@ def student_endpoint(student, base_pred, last, pde:dict, noise, k:int=2, start:f
 def distill_loss(student, target, base_pred, last, pde:dict, noise, k:int=2, start:float=1.0):
     "Mean squared distance between the student's k-step endpoint and the teacher's `target` from the same `noise`."
     return (student_endpoint(student, base_pred, last, pde, noise, k, start) - target).pow(2).mean()
+
+# %% ../nbs/45_corrector.ipynb #deba1d84
+def physics_reward(prev, cand, decode=None, w_mass:float=1.0, w_energy:float=0.0, w_neg:float=0.0, positive=(), eps=1e-12):
+    "−(w_mass·Σ_c |Δ mean_c| / RMS_c(prev) + w_energy·Σ_c |ΔE_c| / E_c(prev) + w_neg·Σ negativity of the `positive` channels) per sample, for a candidate next state `cand` after `prev` (both (B, C, *space), in physical units after `decode`)."
+    if decode is not None: prev, cand = decode(prev), decode(cand)
+    sp = tuple(range(2, prev.ndim))
+    mass = ((cand.mean(sp) - prev.mean(sp)).abs() / prev.pow(2).mean(sp).sqrt().clamp_min(eps)).sum(1)
+    e0, e1 = 0.5 * prev.pow(2).mean(sp), 0.5 * cand.pow(2).mean(sp)
+    energy = ((e1 - e0).abs() / e0.clamp_min(eps)).sum(1)
+    neg = (-cand[:, list(positive)]).clamp_min(0).mean(sp).div(cand[:, list(positive)].abs().mean(sp).clamp_min(eps)).sum(1) if positive else torch.zeros_like(mass)
+    return -(w_mass * mass + w_energy * energy + w_neg * neg)
+
+# %% ../nbs/45_corrector.ipynb #82a02ba1
+def ttc_step(make_step, propose, pde:dict, reward, candidates:int=4, horizon:int=0, cadence:int=1):
+    "A one-step callable `frames → next`: the base step (`make_step(pde)`), and every `cadence`-th step `candidates` proposals (`propose(pred, last, pde)`, batched member-major) scored by `reward(prev, cand)` summed over a `horizon`-step look-ahead with the base model; the best proposal of each sample is kept."
+    if candidates < 1 or horizon < 0 or cadence < 1: raise ValueError(f'ttc: candidates={candidates} must be >= 1, horizon={horizon} >= 0, cadence={cadence} >= 1')
+    calls, K, pk = [0], candidates, repeat_members(pde, candidates)
+    base, base_k = make_step(pde), make_step(pk)
+    def step(frames):
+        pred = base(frames); calls[0] += 1
+        if calls[0] % cadence: return pred
+        fr = repeat_members(frames, K)
+        cand = propose(repeat_members(pred, K), fr[:, -1], pk)                       # (K·B, C, *space)
+        score, prev, nxt, hist = reward(fr[:, -1], cand), cand, cand, fr
+        for _ in range(horizon):                                                     # look ahead with the base model
+            hist = torch.cat([hist[:, 1:], nxt[:, None]], 1); nxt = base_k(hist)
+            score = score + reward(prev, nxt); prev = nxt
+        best = score.view(K, -1).argmax(0)                                           # per sample, over its K proposals
+        return cand.view(K, *pred.shape)[best, torch.arange(pred.shape[0], device=pred.device)]
+    return step

@@ -18,7 +18,7 @@ from .formats import open_fields, write_pdebench_1d
 from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split, generate_fields
 from .guards import guard_projection
 from .operators import PatchOperator, LatentRoute, Reencoding, Readout, conserve_mean, fine_coords, fourier_upsample, rollout
-from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, solve_residual, distill_loss
+from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, solve_residual, distill_loss, physics_reward, ttc_step
 from .baselines import FNO1d, FNO2d, Persistence
 from .steady import train_steady, evaluate_steady, steady_table
 from .losses import spectral_energy_loss, edge_aware_tv, conservation_penalty
@@ -33,9 +33,9 @@ __all__ = ['COND_KEYS', 'SCORE_COLUMNS', 'STAGES', 'BOARD_KEYS', 'BOARD_EXTRA', 
            'rollout_val', 'train_operator', 'train_fno', 'readout_on', 'build_readout', 'fine_windows', 'coarse',
            'readout_loss', 'train_readout', 'build_corrector', 'corrector_batch', 'train_corrector', 'load_corrector',
            'train_student', 'stage_cost', 'load_models', 'test_set', 'Clock', 'eval_rollouts', 'Correction',
-           'load_correctors', 'corrected_rollouts', 'student_report', 'ensemble_metrics', 'evaluate_pipeline',
-           'rollout_examples', 'plot_rollouts', 'eval_table', 'score_table', 'plot_eval', 'evaluate_readout',
-           'board_row', 'judge_rows', 'record_eval', 'evaluate_run', 'fno_budget', 'run_pipeline']
+           'load_correctors', 'corrected_rollouts', 'ttc_rollouts', 'student_report', 'ensemble_metrics',
+           'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'score_table', 'plot_eval',
+           'evaluate_readout', 'board_row', 'judge_rows', 'record_eval', 'evaluate_run', 'fno_budget', 'run_pipeline']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -445,6 +445,25 @@ def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:d
                 out[k].append(r.view(M, -1, *r.shape[1:]))
     return {k: data.norm.decode(torch.cat(v, 1).float().cpu()) for k, v in out.items()}
 
+def ttc_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu', clock=None) -> dict:
+    "Test-time-compute rollouts of the test trajectories, de-normalised: for each corrected base, `eval.ttc.candidates` proposals of its student (else its teacher) per corrected step, scored by `physics_reward` in physical units: '<base>+ttc' -> (n, K, C, *space)."
+    t, S, clock = cfg.eval.ttc, cfg.data.initial_step, clock or Clock()
+    by_base = {b: corrections.get(f'{b}+student') or corrections[f'{b}+corrector'] for b in {cr.base for cr in corrections.values()}}
+    reward = partial(physics_reward, decode=data.norm.decode, w_mass=t.w_mass, w_energy=t.w_energy, w_neg=t.w_neg, positive=cfg.eval.guards.positive)
+    out = {f'{b}+ttc': [] for b in by_base}
+    with torch.no_grad():
+        for n, b in enumerate(_batches(test_set(cfg, data), len(test_set(cfg, data)), device, bs=cfg.eval.batch_size)):
+            seq = frames_of(b); K = seq.shape[1] - S
+            if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
+            cond = cond_of(b, data, seq.shape[0], device)
+            for base, cr in by_base.items():
+                g = torch.Generator().manual_seed(cfg.seed + 2000 + n)
+                m, net = models[base].to(device).eval(), cr.net.to(device).eval()
+                propose = lambda pred, last, pde: correct(net, pred, last, pde, cr.steps, cr.solver, g, cfg.corrector.start, cr.guidance)
+                step = ttc_step(lambda pde: step_fn(m, pde), propose, cond, reward, t.candidates, t.horizon, t.cadence)
+                with clock(f'{base}+ttc'): out[f'{base}+ttc'].append(rollout(step, seq[:, :S], K, project=projection(cfg, data)))
+    return {k: data.norm.decode(torch.cat(v).float().cpu()) for k, v in out.items()}
+
 def student_report(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu', n:int=256) -> dict:
     "Per base with a student: the relative L2 gap between the student's and the teacher's corrections from the same noise on `n` test windows, and each one's wall-clock time per corrected step."
     out, c = {}, cfg.corrector
@@ -489,6 +508,10 @@ def evaluate_pipeline(cfg:Config, data:PipelineData, run_dir, device='cpu', mode
     for k, e in corrected_rollouts(cfg, data, models, correctors, device, clock).items():
         cr = correctors[k]
         res[k] = {**scores(e.mean(0)), **ensemble_metrics(e, true), 'params': count_params(models[cr.base]) + count_params(cr.net), **clock.per(k, n), **stage_cost(run_dir, cr.stage)}
+    if cfg.eval.ttc.candidates and correctors:
+        for k, v in ttc_rollouts(cfg, data, models, correctors, device, clock).items():
+            b = k.split('+')[0]; cr = correctors.get(f'{b}+student') or correctors[f'{b}+corrector']
+            res[k] = {**scores(v), **ensemble_metrics(v[None], true), 'params': count_params(models[b]) + count_params(cr.net), **clock.per(k, n), 'ttc_candidates': cfg.eval.ttc.candidates}
     ev = dict(models=res, n_test=n, steps=int(true.shape[1]), dt=data.dt, data=str(data.path), peak_memory_mb=peak_memory_mb(device))
     if any(k.endswith('+student') for k in correctors): ev['distill'] = student_report(cfg, data, models, correctors, device)
     return ev

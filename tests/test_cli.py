@@ -12,7 +12,8 @@ def run(*args, cwd=None):
 
 @pytest.mark.parametrize('cmd,words', [('ups_train', ['--config', '--stage', 'overrides']), ('ups_eval', ['--config', '--run', '--eval', 'overrides']), ('ups_analyze', ['run', '--runs']), ('ups_compare', ['run_a', 'run_b']),
                                        ('ups_data', ['dataset', '--out', '--layout']), ('ups_leaderboard', ['--path', '--metric']),
-                                       ('ups_bench', ['--config', '--seeds', '--out'])])
+                                       ('ups_bench', ['--config', '--seeds', '--out']), ('ups_sweep', ['spec', '--parallel']),
+                                       ('ups_proxy', ['dataset', '--model']), ('ups_validate', ['--config', '--data']), ('ups_dry_run', ['--estimate-only', '--steps'])])
 def test_help(cmd, words):
     r = run(BIN/cmd, '--help')
     assert r.returncode == 0, r.stderr
@@ -68,3 +69,16 @@ def test_latent_route_end_to_end(tmp_path):
     assert ev['models']['operator']['params'] == ev['models']['operator_reencode']['params']
     comps = {k for e in map(json.loads, (rd/'log.jsonl').read_text().splitlines()) if e.get('event') == 'train' and e['stage'] == 'operator' for k in e}
     assert {'latent', 'inv_enc', 'inv_dec', 'rollout_mse'} <= comps
+
+def test_validate_lists_every_error(tmp_path):
+    r = run(BIN/'ups_validate', '--config', 'burgers_tiny', 'train.lr=-1', 'eval.n_boot=5', f'run.out_dir={tmp_path}')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 and any('train.lr must be > 0' in l for l in lines) and any('eval.n_boot' in l for l in lines), lines
+    r = run(BIN/'ups_validate', '--config', 'burgers_tiny', '--data', tmp_path/'missing.h5')
+    assert r.returncode == 2 and f'data file {tmp_path/"missing.h5"} does not exist' in r.stdout
+
+def test_dry_run_estimate_only(tmp_path):
+    r = run(BIN/'ups_dry_run', '--config', 'burgers_tiny', '--estimate-only', '--steps', '1', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 'batches: synthetic' in r.stdout and 'tokens/batch 64' in r.stdout and not (tmp_path/'data').exists()

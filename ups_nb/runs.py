@@ -51,11 +51,14 @@ def exit_on_user_error():
         sys.exit(2)
 
 def script(func):
-    "A console entry point from an annotated function (fastcore's `anno_parser`): options and positionals in any order, user errors as one line and exit code 2, success exit code 0 (the return value is for Python callers)."
+    "A console entry point from an annotated function (fastcore's `anno_parser`): options and positionals in any order, every `--an_option` also spelled `--an-option`, user errors as one line and exit code 2, success exit code 0 (the return value is for Python callers)."
     @functools.wraps(func)
     def _f(*args, **kwargs):
         if args or kwargs: return func(*args, **kwargs)
         p = anno_parser(func)
+        for a in list(p._actions):                       # --estimate-only as well as fastcore's --estimate_only
+            for s in [s for s in a.option_strings if s.startswith('--') and '_' in s]:
+                a.option_strings.append(s.replace('_', '-')); p._option_string_actions[s.replace('_', '-')] = a
         p.error = lambda msg: (_close_bars(), print(f'error: {msg}', file=sys.stderr), sys.exit(2))   # one line, not usage + error
         ns = vars(p.parse_intermixed_args())
         ns.pop('pdb', None); ns.pop('xtra', None)

@@ -65,7 +65,7 @@ def test_sweep_resumes_after_kill(tmp_path):
     "A sweep killed after its first run restarts without retraining or re-evaluating that run, and ends with the full evaluation of its best run on the leaderboard."
     import signal, time, pandas as pd
     (tmp_path/'s.yaml').write_text('config: burgers_tiny\ngrid: {train.lr: [0.0005, 0.002]}\n'
-                                   'overrides: {corrector.bases: [], readout.enabled: false}\nlocal: {trials: 1}\ntop_k: 1\n')
+                                   'overrides: {corrector.bases: [], readout.enabled: false, gates.cons_gap: 0.001}\nlocal: {trials: 1}\ntop_k: 1\n')
     cmd = [str(BIN/'ups_sweep'), str(tmp_path/'s.yaml'), '--runs', str(tmp_path/'runs')]
     p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 300
@@ -79,3 +79,7 @@ def test_sweep_resumes_after_kill(tmp_path):
     assert list(t.phase) == ['grid', 'grid', 'local'] and t.full.notna().sum() == 1 and t.run.nunique() == 3
     board = pd.read_csv(tmp_path/'reports'/'leaderboard.csv')
     assert set(board['eval']) == {'run', 'small', 'full'} and board[board['eval'] == 'small'].run_id.nunique() == 3
+    # gates.cons_gap 0.001: every operator after the first champion fails the conservation gate, and the fail-safe evaluates it again with the mass guard
+    noted = [n for n in (tmp_path/'reports').glob('*/notes.md') if 'fail-safe: conservation gate failed' in n.read_text()]
+    assert len(noted) == 2 and 'operator+guards[failsafe]' in set(board.model)
+    assert all(n.read_text().count('fail-safe: conservation') == 1 for n in noted)      # the resumed sweep did not repeat them

@@ -354,7 +354,7 @@ class GenCfg:
 @dataclass
 class GuardsCfg:
     "Physics guards (ups_nb.guards) applied to every decoded prediction of the evaluation's '+guards' rows."
-    kinds: list[Literal['hodge', 'positive']] = key([], "guards in order: 'hodge' projects each vector pair to divergence-free, 'positive' clamps the positive channels at 0 keeping their mass (empty: no guarded rows)")
+    kinds: list[Literal['mass', 'hodge', 'positive']] = key([], "guards in order: 'mass' keeps each channel's spatial mean, 'hodge' projects each vector pair to divergence-free, 'positive' clamps the positive channels at 0 keeping their mass (empty: no guarded rows)")
     vectors: list[list[int]] = key([], 'channel index pairs [x, y] that form a 2D vector field on the periodic grid (MHD channels u, v, bx, by: [[0, 1], [2, 3]]); also scored by divergence error')
     positive: list[int] = key([], 'channels that are never negative; also scored by negativity')
 
@@ -379,6 +379,7 @@ class EvalCfg:
     batch_size: int = key(32, 'evaluation batch size', ge=1)
     n_test: int = key(0, 'test trajectories evaluated: the first n of the test split (0: all of them)', ge=0)
     n_boot: int = key(1000, 'bootstrap resamples of every confidence interval', ge=100, le=10**6)
+    solver_factors: list[int] = key([], "the package's own solver (burgers1d) as baseline rows, at the file's resolution divided by each factor: cost against error")
     guards: GuardsCfg = key(GuardsCfg())
     ttc: TTCCfg = key(TTCCfg())
 

@@ -35,7 +35,8 @@ __all__ = ['COND_KEYS', 'SCORE_COLUMNS', 'STAGES', 'BOARD_KEYS', 'BOARD_EXTRA', 
            'train_student', 'stage_cost', 'load_models', 'test_set', 'Clock', 'eval_rollouts', 'Correction',
            'load_correctors', 'corrected_rollouts', 'ttc_rollouts', 'student_report', 'ensemble_metrics',
            'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'score_table', 'plot_eval',
-           'evaluate_readout', 'board_row', 'judge_rows', 'record_eval', 'evaluate_run', 'fno_budget', 'run_pipeline']
+           'evaluate_readout', 'board_row', 'judge_rows', 'record_eval', 'solver_rollouts', 'evaluate_run',
+           'fno_budget', 'run_pipeline']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -178,7 +179,7 @@ def projection(cfg:Config, data:PipelineData, guards:bool=False):
     if not guards: return base
     g = cfg.eval.guards
     guard = guard_projection(g.kinds, [tuple(p) for p in g.vectors], g.positive, ndim=len(data.shape))
-    physical = lambda nxt, fr: data.norm.encode(guard(data.norm.decode(nxt), fr))      # per-channel scales would break div u = 0
+    physical = lambda nxt, fr: data.norm.encode(guard(data.norm.decode(nxt), data.norm.decode(fr)))      # per-channel scales would break div u = 0
     return physical if base is None else (lambda nxt, fr: physical(base(nxt, fr), fr))
 
 def model_rollout(m, frames, cond, K, grad_steps=0, noise=0.0, project=None):
@@ -508,6 +509,8 @@ def evaluate_pipeline(cfg:Config, data:PipelineData, run_dir, device='cpu', mode
     for k, e in corrected_rollouts(cfg, data, models, correctors, device, clock).items():
         cr = correctors[k]
         res[k] = {**scores(e.mean(0)), **ensemble_metrics(e, true), 'params': count_params(models[cr.base]) + count_params(cr.net), **clock.per(k, n), **stage_cost(run_dir, cr.stage)}
+    for k, v in solver_rollouts(cfg, data, cfg.eval.solver_factors, clock).items():
+        res[k] = {**scores(v), **ensemble_metrics(v[None], true), 'params': 0, **clock.per(k, n)}
     if cfg.eval.ttc.candidates and correctors:
         for k, v in ttc_rollouts(cfg, data, models, correctors, device, clock).items():
             b = k.split('+')[0]; cr = correctors.get(f'{b}+student') or correctors[f'{b}+corrector']
@@ -649,6 +652,24 @@ def record_eval(cfg:Config, run_dir, ev:dict, board, say=print):
     plot_eval(ev, run_dir/'eval_per_step.png')
     judge_rows(cfg, run_dir, ev, board, say)
     atomic_write(run_dir/'eval.json', to_json(ev, indent=1))
+
+def solver_rollouts(cfg:Config, data:PipelineData, factors, clock=None) -> dict:
+    "The package's own Burgers solver as a baseline at coarser resolutions: from each test trajectory's last given frame on the file's grid, cell-averaged `f`-fold, solved to the evaluation's frame times and brought to the model grid (stride down, or trigonometric interpolation up), in physical units: 'solver@<cells>' -> (n, K, 1, X); timed on `clock`. Empty for other datasets."
+    if cfg.data.dataset != 'burgers1d' or len(data.shape) != 1 or not factors: return {}
+    from ups_nb.burgers import solve_burgers
+    S, clock, xd = cfg.data.initial_step, clock or Clock(), cfg.data.x_down
+    k = data.trajectories('test').k if not cfg.eval.rollout_steps else min(cfg.eval.rollout_steps, data.trajectories('test').k)
+    ds = fine_windows(data, 'test', data.trajectories('test').k, start_stride=10**9)
+    n = len(test_set(cfg, data)); seq = data.norm.decode(frames_of(next(_batches(torch.utils.data.Subset(ds, range(n)), n, 'cpu', bs=n))))
+    u0, nx, out = seq[:, S - 1, 0].double().numpy(), seq.shape[-1], {}
+    for f in factors:
+        if nx % f: continue
+        cells = nx // f
+        with clock(f'solver@{cells}'):
+            sol = torch.from_numpy(solve_burgers(u0.reshape(n, cells, f).mean(-1), data.nu, data.dt * np.arange(k + 1), dtype=np.float64))[:, 1:, None]
+        m = cells // data.shape[0] if cells >= data.shape[0] else None
+        out[f'solver@{cells}'] = (coarse(sol, m, 1) if m else fourier_upsample(sol, data.shape[0] // cells, 1)).float()
+    return out
 
 def evaluate_run(cfg:Config, data:PipelineData, run_dir, device='cpu') -> tuple[dict, dict]:
     "The whole evaluation of a trained run: every model's rollouts and scores (`evaluate_pipeline`), and the readout on the fine grid and the steady prior when the run has them; returns (evaluation, models)."

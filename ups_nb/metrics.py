@@ -409,7 +409,9 @@ def scoreboard(pred, true, given=None, dt:float=1.0, corr_threshold:float=0.8, b
     p, t = pred.double(), true.double()
     traj = {k: v.flatten(1).mean(1).numpy() for k, v in _per_traj_scores(p, t, given, bc, vectors, positive).items()}
     out.update({k: float(v.mean()) for k, v in traj.items()})
-    if given is not None: out['per_step_cons_gap'] = conservation_gap(p, given.double())['cumulative'].mean((0, 2)).tolist()
+    if given is not None:
+        out['per_step_cons_gap'] = conservation_gap(p, given.double())['cumulative'].mean((0, 2)).tolist()
+        out['cons_gap_truth'] = float(conservation_gap(t, given.double())['cumulative'].mean())   # the data's own: the floor on a subsampled grid
     out['growth_rate'] = error_growth_rate(out['per_step_nrmse'], dt) if len(out['per_step_nrmse']) > 1 else None
     ci = {k: bootstrap_ci(v, level, n_boot) for k, v in dict(nrmse=out['per_traj_nrmse'], **traj).items()}
     corr = frame_corr(p, t).mean(2).numpy()

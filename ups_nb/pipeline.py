@@ -631,7 +631,7 @@ def board_row(cfg:Config, run_dir, ev:dict, model:str, eval_name:str='run') -> d
     r = ev['models'][model]; lo, hi = r.get('ci', {}).get('nrmse', (None, None))
     return dict(run=Path(run_dir).name, model=model, label=cfg.run.name or cfg.name, task=cfg.data.dataset, dataset=Path(ev['data']).name, seed=cfg.seed,
                 config_hash=config_hash(cfg), eval=eval_name, **{k: r[k] for k in BOARD_KEYS}, nrmse_lo=lo, nrmse_hi=hi, ece=r.get('coverage_ece'),
-                wall_clock=r.get('rollout_wall_seconds'), **{k: r.get(k) for k in BOARD_EXTRA})
+                wall_clock=r.get('rollout_wall_seconds'), cons_gap_floor=r.get('cons_gap_truth'), **{k: r.get(k) for k in BOARD_EXTRA})
 
 def judge_rows(cfg:Config, run_dir, ev:dict, board, say=print, eval_name:str='run') -> dict:
     "Submit one leaderboard row per model with finite metrics, each judged by `gates` against its task's champion, and note the verdicts of the run's own models (not the baselines) in `<reports>/<run>/notes.md`; returns the verdicts."

@@ -24,7 +24,8 @@ def test_hodge_guard_on_mhd(tmp_path):
 def test_guard_channel_out_of_range(tmp_path):
     r = run(BIN/'ups_train', '--config', 'burgers_tiny', *MHD, 'eval.guards.kinds=[hodge]', 'eval.guards.vectors=[[0,4]]', f'run.out_dir={tmp_path}/runs', cwd=tmp_path)
     assert r.returncode == 2 and 'Traceback' not in r.stderr
-    assert [l for l in r.stderr.splitlines() if l.strip()] == ['error: config: eval.guards names channel 4, but the data has 4 channels'], r.stderr
+    assert [l for l in r.stderr.splitlines() if l.strip()] == ['error: config: eval.guards names channel 4, but data.mhd_fields has 4 channels'], r.stderr
+    assert not (tmp_path/'data').exists()                                  # refused before any data is made
 
 def _chromium():
     import shutil

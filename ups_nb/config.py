@@ -584,6 +584,9 @@ def _check_guards(g):
 def check_consistency(cfg):
     "Raise `ConfigError` where keys disagree with each other."
     _check_guards(cfg.eval.guards)
+    g = cfg.eval.guards; top = max([c for p in g.vectors for c in p] + g.positive, default=-1)
+    if cfg.data.dataset == 'mhd2d' and not cfg.data.path and top >= len(cfg.data.mhd_fields):   # generated MHD data: its channels are known now
+        raise ConfigError(f'config: eval.guards names channel {top}, but data.mhd_fields has {len(cfg.data.mhd_fields)} channels')
     for key, v in (('name', cfg.name), ('run.name', cfg.run.name)):
         if v and not NAME_RE.fullmatch(v):
             raise ConfigError(f'config: {key}={v!r} must be a file-name part: letters, digits and . _ + - (at most 100, not starting with . or -)')

@@ -331,6 +331,7 @@ class SuperResCfg:
     "Super-resolution inputs (task sr_flow; the factor is data.sr_factor)."
     down: Literal['area', 'spectral'] = key('area', 'how the low-res field is made from the high-res one')
     up: Literal['bicubic', 'nearest'] = key('bicubic', 'periodic upsampling of the low-res field to the conditioning input')
+    residual: bool = key(False, 'generate the residual hi - up(lo), scaled to unit variance on the training split, instead of the field: the flow learns what the interpolation misses')
 
 # %% ../nbs/00_config.ipynb #cc5d1489
 @dataclass

@@ -35,8 +35,8 @@ def periodic_upsample(lo, factor:int, mode:str='bicubic'):
 
 # %% ../nbs/62_sr_flow.ipynb #f988c030
 class SRData(Dataset):
-    "High-res fields of one split with their low-res versions: items {'x': hi, 'cond': upsampled lo, 'lo': lo}, normalised."
-    def __init__(self, fd:FieldData, split:str, cfg:Config):
+    "High-res fields of one split with their low-res versions: items {'x': what the flow generates, 'hi': the field, 'cond': upsampled lo, 'lo': lo}, normalised. With `gen.sr.residual`, x = (hi − cond) / scale, `scale` the residual's standard deviation on the training split (pass the training set's as `scale` to the others)."
+    def __init__(self, fd:FieldData, split:str, cfg:Config, scale:float|None=None):
         from ups_nb.data import SuperResPairs
         g, f = cfg.gen, cfg.data.sr_factor
         if fd.shape != (g.field.resolution, g.field.resolution):
@@ -46,8 +46,14 @@ class SRData(Dataset):
         self.hi = torch.from_numpy(np.stack([it['target'] for it in items]))
         self.lo = torch.from_numpy(np.stack([it['input'] for it in items]))
         self.cond = periodic_upsample(self.lo, f, g.sr.up)
+        self.residual = g.sr.residual
+        self.scale = (float((self.hi - self.cond).std()) if scale is None else scale) if self.residual else 1.0
+        self.x = (self.hi - self.cond) / self.scale if self.residual else self.hi
+    def field(self, x, cond):
+        "The high-res field of a generated `x` given its conditioning: `cond + scale · x` for residual SR, `x` itself otherwise."
+        return cond + self.scale * x if self.residual else x
     def __len__(self): return len(self.hi)
-    def __getitem__(self, j): return dict(x=self.hi[j], cond=self.cond[j], lo=self.lo[j])
+    def __getitem__(self, j): return dict(x=self.x[j], hi=self.hi[j], cond=self.cond[j], lo=self.lo[j])
 
 # %% ../nbs/62_sr_flow.ipynb #ccaf4e0b
 def sr_metrics(pred, truth):
@@ -61,10 +67,11 @@ def sr_baselines(lo, factor):
     "Bicubic and nearest periodic upsampling of the low-res fields."
     return dict(bicubic=periodic_upsample(lo, factor, 'bicubic'), nearest=periodic_upsample(lo, factor, 'nearest'))
 
-def sr_pictures(model, cfg:Config, batch, folder, tag, seed=0):
-    "Sample the batch, save a grid (low-res, bicubic, sample, truth) and radial spectra (PNG + npz) under `folder`; returns the samples."
-    x, cond, lo = batch['x'], batch['cond'], batch['lo']
-    s = sample(model, cfg, tuple(x.shape), cond=cond, generator=torch.Generator().manual_seed(seed))
+def sr_pictures(model, cfg:Config, batch, folder, tag, seed=0, field=None):
+    "Sample the batch, save a grid (low-res, bicubic, sample, truth) and radial spectra (PNG + npz) under `folder`; returns the sampled fields (`field(x, cond)` maps a generated x to one; default: x is the field)."
+    x, cond, lo = batch.get('hi', batch['x']), batch['cond'], batch['lo']
+    s = sample(model, cfg, tuple(batch['x'].shape), cond=cond, generator=torch.Generator().manual_seed(seed))
+    if field is not None: s = field(s, cond)
     base = sr_baselines(lo, cfg.data.sr_factor)
     folder = Path(folder)
     save_grid(dict(truth=x, low_res=base['nearest'], bicubic=base['bicubic'], sample=s), folder/f'grid_{tag}.png')
@@ -76,9 +83,10 @@ def evaluate_sr(model, cfg:Config, ds:SRData, run_dir) -> dict:
     b = first_items(ds, cfg.gen.eval.n_samples)
     dev = next(model.parameters()).device
     b = {k: v.to(dev) for k, v in b.items()}
-    s = sr_pictures(model, cfg, b, Path(run_dir), 'final', seed=cfg.seed)
-    res = dict(n=len(b['x']), model=sr_metrics(s.cpu(), b['x'].cpu()))
-    for k, v in sr_baselines(b['lo'], cfg.data.sr_factor).items(): res[k] = sr_metrics(v.cpu(), b['x'].cpu())
+    s = sr_pictures(model, cfg, b, Path(run_dir), 'final', seed=cfg.seed, field=getattr(ds, 'field', None))
+    hi = b.get('hi', b['x']).cpu()                                     # items without 'hi' generate the field itself
+    res = dict(n=len(b['x']), model=sr_metrics(s.cpu(), hi))
+    for k, v in sr_baselines(b['lo'], cfg.data.sr_factor).items(): res[k] = sr_metrics(v.cpu(), hi)
     return res
 
 def sr_table(ev:dict) -> str:
@@ -98,7 +106,7 @@ def train_sr_flow(cfg:Config) -> dict:
         return done
     seed_everything(cfg.seed)
     fd = field_data(cfg, acc)
-    train, val, test = (SRData(fd, s, cfg) for s in ('train', 'val', 'test'))
+    train = SRData(fd, 'train', cfg); val, test = (SRData(fd, s, cfg, scale=train.scale) for s in ('val', 'test'))
     say = print if acc.is_main_process else (lambda *a, **k: None)
     say(f'run folder: {run_dir}\ndata: {fd.path} ({len(train)} train / {len(val)} val / {len(test)} test pairs, {fd.channels} channel(s), {fd.shape} -> /{cfg.data.sr_factor})')
     net = build_net(cfg, fd.channels, fd.channels, cond_ch=fd.channels)
@@ -107,7 +115,7 @@ def train_sr_flow(cfg:Config) -> dict:
     def periodic(model, s):
         if acc.is_main_process and cfg.gen.diagnostics.sample_every and s % cfg.gen.diagnostics.sample_every == 0:
             dev = next(model.parameters()).device
-            sr_pictures(model, cfg, {k: v.to(dev) for k, v in viz.items()}, run_dir/'samples', f'{s:07d}')
+            sr_pictures(model, cfg, {k: v.to(dev) for k, v in viz.items()}, run_dir/'samples', f'{s:07d}', field=val.field)
     res = train_gen(cfg, 'sr_flow', net, step, train, run_dir, acc, val_batch=first_items(val, 8), extra=periodic)
     say(f'sr_flow: {res.reason} after {res.steps} steps, best val {res.best:.4g}, {res.seconds:.0f}s')
     ev = {}

@@ -11,7 +11,7 @@ import torch
 from fastcore.script import Param, store_true
 from .config import DEFAULT_CONFIG, Config, ConfigError, check_keys, deep_merge, from_dict, load_config, load_yaml, parse_override, resolve_refs, to_dict
 from .config import _flatten, _set
-from .runs import RunError, script
+from .runs import script
 from .formats import open_fields
 from .data import config_data_file, split_trajectories
 from .metrics import count_params

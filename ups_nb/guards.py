@@ -4,7 +4,6 @@
 
 # %% ../nbs/24_guards.ipynb #4ab50678
 from __future__ import annotations
-import math
 import torch
 from .metrics import wavenumbers
 

@@ -133,7 +133,7 @@ def run_notes(row:dict, verdict:dict, changed:dict|None, metric:str='nrmse') -> 
           "the champion's config.yaml is not at hand" if changed is None else 'nothing in the config' if not changed else
           ', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in list(changed.items())[:8]) + (' ...' if len(changed) > 8 else ''))
     why = f"{row['model']} {m} {row.get(m, float('nan')):.4g}" + (f" vs champion {c['model']} of {c['run']} {c.get(m, float('nan')):.4g}" if c else '') + f": {verdict['status']}"
-    why += ''.join(f'; {f}' for f in verdict['fails']) + ('' if verdict['better'] else f'; not better by the margin')
+    why += ''.join(f'; {f}' for f in verdict['fails']) + ('' if verdict['better'] else '; not better by the margin')
     nxt = next((a for k, a in FAILSAFES if any(f.startswith(k) for f in verdict['fails'])), None)
     nxt = nxt or ('promote to the full eval (ups_eval --run RUN --eval full)' if verdict['status'] == 'champion' else 'archive; try the next point of the sweep')
     return f'- what changed: {ch}\n- why: {why}\n- what next: {nxt}\n'

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .config import Config, ConfigError, check_frames, config_hash, load_config, to_dict
-from fastcore.script import Param
-from .runs import RunError, atomic_write, load_checkpoint, script, seed_everything, stage_record, to_json, unwrap, writable_dir, writable_file
+from .config import Config, ConfigError, check_frames, config_hash, to_dict
+from .runs import RunError, atomic_write, load_checkpoint, seed_everything, stage_record, to_json, unwrap, writable_dir, writable_file
 from .formats import open_fields, write_pdebench_1d
 from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split, generate_fields
 from .guards import guard_projection
@@ -657,7 +656,7 @@ def solver_rollouts(cfg:Config, data:PipelineData, factors, clock=None) -> dict:
     "The package's own Burgers solver as a baseline at coarser resolutions: from each test trajectory's last given frame on the file's grid, cell-averaged `f`-fold, solved to the evaluation's frame times and brought to the model grid (stride down, or trigonometric interpolation up), in physical units: 'solver@<cells>' -> (n, K, 1, X); timed on `clock`. Empty for other datasets."
     if cfg.data.dataset != 'burgers1d' or len(data.shape) != 1 or not factors: return {}
     from ups_nb.burgers import solve_burgers
-    S, clock, xd = cfg.data.initial_step, clock or Clock(), cfg.data.x_down
+    S, clock = cfg.data.initial_step, clock or Clock()
     k = data.trajectories('test').k if not cfg.eval.rollout_steps else min(cfg.eval.rollout_steps, data.trajectories('test').k)
     ds = fine_windows(data, 'test', data.trajectories('test').k, start_stride=10**9)
     n = len(test_set(cfg, data)); seq = data.norm.decode(frames_of(next(_batches(torch.utils.data.Subset(ds, range(n)), n, 'cpu', bs=n))))

@@ -12,7 +12,7 @@ import torch
 import yaml
 from fastcore.script import Param, store_true
 from tqdm.auto import tqdm
-from .config import CONFIG_DIR, ConfigError, load_config, load_yaml, to_dict
+from .config import CONFIG_DIR, ConfigError, load_config
 from .runs import RunError, atomic_write, read_log, script, stage_record, to_json
 from .leaderboard import champions, reports_dir, task_key, load_board
 from .metrics import radial_power_spectrum, plot_reliability

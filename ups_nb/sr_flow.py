@@ -4,7 +4,6 @@
 
 # %% ../nbs/62_sr_flow.ipynb #78c3992c
 from __future__ import annotations
-import json
 from pathlib import Path
 import numpy as np
 import torch

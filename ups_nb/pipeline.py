@@ -31,8 +31,8 @@ __all__ = ['COND_KEYS', 'SCORE_COLUMNS', 'STAGES', 'BOARD_KEYS', 'BOARD_EXTRA', 
            'frames_of', 'load_stage', 'load_base', 'horizon_at', 'projection', 'model_rollout', 'rollout_loss',
            'rollout_val', 'train_operator', 'train_fno', 'readout_on', 'build_readout', 'fine_windows', 'coarse',
            'readout_loss', 'train_readout', 'build_corrector', 'corrector_batch', 'train_corrector', 'load_corrector',
-           'train_student', 'stage_cost', 'load_models', 'test_set', 'Clock', 'eval_rollouts', 'Correction',
-           'load_correctors', 'corrected_rollouts', 'ttc_rollouts', 'student_report', 'ensemble_metrics',
+           'train_student', 'stage_cost', 'load_models', 'test_set', 'Clock', 'eval_batches', 'eval_rollouts',
+           'Correction', 'load_correctors', 'corrected_rollouts', 'ttc_rollouts', 'student_report', 'ensemble_metrics',
            'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'score_table', 'plot_eval',
            'evaluate_readout', 'board_row', 'judge_rows', 'record_eval', 'solver_rollouts', 'evaluate_run',
            'fno_budget', 'run_pipeline']
@@ -394,17 +394,21 @@ class Clock:
         "The cost of one of `n` rollouts timed under `key`."
         return dict(rollout_wall_seconds=self.wall[key] / n, rollout_cpu_seconds=self.cpu[key] / n)
 
+def eval_batches(cfg:Config, data:PipelineData, device='cpu', traj=None):
+    "The evaluation's test batches, in order: (frames (B, S + ..., C, *space), rollout length K, conditioning); all test trajectories of `test_set`, or the indices `traj` of them."
+    S, ds = cfg.data.initial_step, test_set(cfg, data)
+    if traj is not None: ds = torch.utils.data.Subset(ds, list(traj))
+    for b in _batches(ds, len(ds), device, bs=cfg.eval.batch_size):
+        seq = frames_of(b); K = seq.shape[1] - S
+        yield seq, min(K, cfg.eval.rollout_steps) if cfg.eval.rollout_steps else K, cond_of(b, data, seq.shape[0], device)
+
 def eval_rollouts(cfg:Config, data:PipelineData, models:dict, device='cpu', traj=None, clock=None, guards:bool=False):
     "Every model's rollout of the test trajectories (all, or the indices `traj`), the truth and the last given frame, de-normalised: name -> (n, K, C, *space), 'given' -> (n, C, *space); each model's rollouts timed on `clock`; with `guards`, every prediction projected by the physics guards."
-    S, ds, clock = cfg.data.initial_step, test_set(cfg, data), clock or Clock()
-    if traj is not None: ds = torch.utils.data.Subset(ds, list(traj))
+    S, clock = cfg.data.initial_step, clock or Clock()
     out = {k: [] for k in ('truth', 'given', *models)}
     for m in models.values(): m.to(device).eval()
     with torch.no_grad():
-        for b in _batches(ds, len(ds), device, bs=cfg.eval.batch_size):
-            seq = frames_of(b); K = seq.shape[1] - S
-            if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
-            cond = cond_of(b, data, seq.shape[0], device)
+        for seq, K, cond in eval_batches(cfg, data, device, traj):
             out['truth'].append(seq[:, S:S + K]); out['given'].append(seq[:, S - 1])
             for k, m in models.items():
                 with clock(k): out[k].append(model_rollout(m, seq[:, :S], cond, K, project=projection(cfg, data, guards)))
@@ -432,12 +436,10 @@ def load_correctors(cfg:Config, data:PipelineData, run_dir) -> dict:
 def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu', clock=None) -> dict:
     "Ensembles of `corrector.members` rollouts of each corrected base over the test trajectories, de-normalised: row name -> (M, n, K, C, *space); each row's ensembles timed on `clock`."
     c, S, M, clock = cfg.corrector, cfg.data.initial_step, cfg.corrector.members, clock or Clock()
-    ds, out = test_set(cfg, data), {k: [] for k in corrections}
+    out = {k: [] for k in corrections}
     with torch.no_grad():
-        for b in _batches(ds, len(ds), device, bs=cfg.eval.batch_size):
-            seq = frames_of(b); K = seq.shape[1] - S
-            if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
-            cond = repeat_members(cond_of(b, data, seq.shape[0], device), M)
+        for seq, K, cond in eval_batches(cfg, data, device):
+            cond = repeat_members(cond, M)
             for k, cr in corrections.items():
                 g = torch.Generator().manual_seed(cfg.seed + 1000 + len(out[k]))    # fixed draws, the same for every row
                 step = corrected_step(step_fn(models[cr.base].to(device).eval(), cond), cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start, cr.guidance, c.gate)
@@ -452,10 +454,7 @@ def ttc_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, d
     reward = partial(physics_reward, decode=data.norm.decode, w_mass=t.w_mass, w_energy=t.w_energy, w_neg=t.w_neg, positive=cfg.eval.guards.positive)
     out = {f'{b}+ttc': [] for b in by_base}
     with torch.no_grad():
-        for n, b in enumerate(_batches(test_set(cfg, data), len(test_set(cfg, data)), device, bs=cfg.eval.batch_size)):
-            seq = frames_of(b); K = seq.shape[1] - S
-            if cfg.eval.rollout_steps: K = min(K, cfg.eval.rollout_steps)
-            cond = cond_of(b, data, seq.shape[0], device)
+        for n, (seq, K, cond) in enumerate(eval_batches(cfg, data, device)):
             for base, cr in by_base.items():
                 g = torch.Generator().manual_seed(cfg.seed + 2000 + n)
                 m, net = models[base].to(device).eval(), cr.net.to(device).eval()

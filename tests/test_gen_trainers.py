@@ -41,9 +41,9 @@ def check_common(run):
 
 def test_sr_flow_cli(data):
     tmp, f = data
-    out, run = train(tmp, 'sr_flow_tiny', *TINY, f'data.path={f}', 'gen.diagnostics.sample_every=2')
+    out, run = train(tmp, 'sr_flow_tiny', *TINY, f'data.path={f}', 'gen.diagnostics.sample_every=2', 'gen.eval.members=2')
     ev = check_common(run)
-    assert {'model', 'bicubic', 'nearest'} <= set(ev) and 'PSNR' in out
+    assert {'model', 'model_mean', 'bicubic', 'nearest'} <= set(ev) and 'PSNR' in out and 'model_mean' in out
     assert (run/'samples'/'grid_0000002.png').exists() and (run/'spectra_final.npz').exists()
     assert sorted(p.name for p in (run/'power_ema').glob('snap_*')) == ['snap_0000004_0.050.pt', 'snap_0000004_0.100.pt']
 
@@ -55,9 +55,14 @@ def test_edm_cli(data):
 
 def test_ddpm_cli(data):
     tmp, f = data
-    _, run = train(tmp, 'ddpm_e2_tiny', *TINY, f'data.path={f}', 'gen.eval.feature_steps=5')
+    _, run = train(tmp, 'ddpm_e2_tiny', *TINY, f'data.path={f}', 'gen.eval.feature_steps=5', 'gen.eval.draws=2')
     ev = check_common(run)
     assert ev['frechet_feature_distance'] >= 0 and (run/'feature_net.pt').exists()
+    d0, d1 = ev['draws']                                             # two sample draws, each scored; draw 0 is the headline
+    assert d0['frechet_feature_distance'] == ev['frechet_feature_distance'] and d0['std_gap'] == ev['samples']['std_gap']
+    assert d0['sample_std'] != d1['sample_std'] and ev['draw_std']['frechet_feature_distance'] >= 0
+    assert {'mean_gap', 'spectrum_gap', 'floor_std_gap'} <= set(ev['samples']) and (run/'draws'/'grid_draw1.png').exists()
+    assert {'val_denoise', 'val_t0'} <= set(events(run, 'epoch')[-1])
 
 def test_overfit_reaches_near_zero_loss(data):
     "EDM on one fixed sample at high noise (ln sigma ~ N(3, 0.1^2)): the target is dominated by the sample itself, which the net memorises."

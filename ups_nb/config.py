@@ -61,6 +61,7 @@ class DataCfg:
     initial_step: int = key(1, 'input frames given to the model (PDEBench initial_step)', ge=1, le=10**4)
     time_stride: int = key(1, 'frames between input and target of a one-step pair', ge=1, le=10**6)
     splits: list[float] = key([0.8, 0.1, 0.1], 'train/val/test fractions, split by trajectory')
+    seed: int = key(-1, 'seed of generated data: -1 uses the run seed (each seed then has its own data); set it so that runs at several seeds share one data set', ge=-1)
     split_seed: int = key(0, 'seed of the trajectory split')
     batch_size: int = key(16, 'per-process batch size', ge=1, le=2**20)
     num_workers: int = key(0, 'DataLoader worker processes', ge=0, le=256)
@@ -182,7 +183,9 @@ class TrainCfg:
     lr: float = key(1e-3, 'peak learning rate', gt=0)
     min_lr: float = key(1e-7, 'cosine decay floor (hack 1 of design note 000)', ge=0)
     warmup_steps: int = key(0, 'linear warmup steps', ge=0)
+    optimizer: Literal['adamw', 'sgd'] = key('adamw', 'AdamW, or SGD with momentum (a loss scale then scales the step, which Adam cancels: design note 003)')
     betas: list[float] = key([0.9, 0.999], 'AdamW betas')
+    momentum: float = key(0.9, 'SGD momentum (Nesterov off)', ge=0, lt=1)
     weight_decay: float = key(0.0, 'AdamW weight decay', ge=0)
     grad_clip: float = key(1.0, 'clip the global gradient norm (0: off; the pre-clip norm is logged either way)', ge=0)
     accum_steps: int = key(1, 'gradient accumulation steps', ge=1, le=2**16)
@@ -317,6 +320,8 @@ class GenEvalCfg:
     n_samples: int = key(16, 'samples drawn', ge=2)
     feature_steps: int = key(200, 'training steps of the small feature autoencoder behind frechet_feature_distance', ge=0)
     fid_weights: str = key('', "local Inception-v3 weights for true FID (needs torchvision; '' = off)")
+    draws: int = key(1, 'unconditional trainers: independent sample draws in the final evaluation; above 1 each is scored and the spread over draws reported (draw_std)', ge=1)
+    members: int = key(1, 'super-resolution: samples per low-res input; above 1 the members\' mean (the posterior-mean estimate) is scored too', ge=1)
 
 # %% ../nbs/00_config.ipynb #77096154
 @dataclass
@@ -752,7 +757,7 @@ def dump_config(cfg):
     "The resolved config as YAML text."
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
-NOT_HASHED = ('stage', 'run.out_dir', 'run.reports_dir', 'run.progress', 'run.log_every', 'run.ckpt_every', 'run.wandb', 'run.tensorboard', 'eval', 'gates')
+NOT_HASHED = ('stage', 'run.name', 'run.out_dir', 'run.reports_dir', 'run.progress', 'run.log_every', 'run.ckpt_every', 'run.wandb', 'run.tensorboard', 'eval', 'gates')
 
 def hashed_part(d:dict) -> dict:
     "A copy of the config mapping `d` without the keys in `NOT_HASHED`: what makes two runs the same run."

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['GENERATION_KEYS', 'GENERATORS', 'LAYOUT_NAMES', 'DEFAULTS', 'split_trajectories', 'channel_stats', 'stats_path',
-           'file_identity', 'train_stats', 'Normalizer', 'config_data_file', 'split_and_normalise', 'shared_split',
-           'ensure_data_file', 'area_downsample', 'spectral_downsample', 'downsample', 'downsample_coord',
-           'RolloutWindows', 'SuperResPairs', 'SteadyPairs', 'generate_fields', 'FieldData', 'field_data', 'Snapshots',
-           'read_images', 'prepare_images', 'ImageSet', 'default_name', 'generate', 'describe', 'main']
+           'file_identity', 'train_stats', 'Normalizer', 'data_seed', 'config_data_file', 'split_and_normalise',
+           'shared_split', 'ensure_data_file', 'area_downsample', 'spectral_downsample', 'downsample',
+           'downsample_coord', 'RolloutWindows', 'SuperResPairs', 'SteadyPairs', 'generate_fields', 'FieldData',
+           'field_data', 'Snapshots', 'read_images', 'prepare_images', 'ImageSet', 'default_name', 'generate',
+           'describe', 'main']
 
 # %% ../nbs/15_data.ipynb #6ee6e0f7
 import hashlib, json, warnings, zipfile
@@ -110,10 +111,14 @@ class Normalizer:
 # %% ../nbs/15_data.ipynb #cdf00002
 GENERATION_KEYS = ('dataset', 'n_traj', 'nx', 't_end', 'dt_out', 'nu')
 
+def data_seed(cfg) -> int:
+    "The seed generated data is drawn with: `data.seed`, or the run's seed when that is -1."
+    return cfg.data.seed if cfg.data.seed >= 0 else cfg.seed
+
 def config_data_file(cfg) -> Path:
     "The HDF5 file a config trains on: `data.path`, or `data/<config name>-<hash of the generating keys>.h5`."
     if cfg.data.path: return Path(cfg.data.path)
-    gen = json.dumps({k: getattr(cfg.data, k) for k in GENERATION_KEYS} | {'seed': cfg.seed} | ({'mhd_fields': cfg.data.mhd_fields} if cfg.data.dataset == 'mhd2d' else {}), sort_keys=True)
+    gen = json.dumps({k: getattr(cfg.data, k) for k in GENERATION_KEYS} | {'seed': data_seed(cfg)} | ({'mhd_fields': cfg.data.mhd_fields} if cfg.data.dataset == 'mhd2d' else {}), sort_keys=True)
     return Path('data')/f'{cfg.name}-{hashlib.sha256(gen.encode()).hexdigest()[:8]}.h5'
 
 def split_and_normalise(ff, cfg, cache=True, write=True):
@@ -272,10 +277,10 @@ def generate_fields(cfg:Config, path, progress=False) -> Path:
     t_out = d.dt_out * np.arange(round(d.t_end / d.dt_out) + 1)
     if d.dataset == 'ns2d':
         from ups_nb.navier_stokes import ns_dataset
-        sol = ns_dataset(d.n_traj, d.nx, t_out, cfg.seed, nu=d.nu[0], progress=progress)
+        sol = ns_dataset(d.n_traj, d.nx, t_out, data_seed(cfg), nu=d.nu[0], progress=progress)
     elif d.dataset == 'mhd2d':
         from ups_nb.mhd import mhd_dataset
-        sol = mhd_dataset(d.n_traj, d.nx, t_out, cfg.seed, nu=d.nu[0], eta=d.nu[0], channels=tuple(d.mhd_fields), progress=progress)
+        sol = mhd_dataset(d.n_traj, d.nx, t_out, data_seed(cfg), nu=d.nu[0], eta=d.nu[0], channels=tuple(d.mhd_fields), progress=progress)
     else: raise ConfigError(f"config: data.dataset={d.dataset!r}: the generative trainers generate ns2d or mhd2d; point data.path at other data")
     fields = {c: np.ascontiguousarray(sol.fields[:, :, j].swapaxes(-1, -2)) for j, c in enumerate(sol.channels)}  # solver (y, x) -> file (x, y)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

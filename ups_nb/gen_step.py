@@ -6,12 +6,13 @@
 from __future__ import annotations
 import copy, math
 from pathlib import Path
+from fastcore.basics import patch
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 from .config import Config, ConfigError
-from .objectives import DDPM, VPrediction, bcast, make_objective
+from .objectives import DDPM, VPrediction, batch_t, bcast, make_objective
 from .weightings import get_weighting
 from .timesteps import get_timestep_distribution
 from .losses import log_amplitude_spectral_loss
@@ -21,8 +22,9 @@ from . import samplers as S
 from .runs import save_checkpoint, load_checkpoint
 
 # %% auto #0
-__all__ = ['ALL', 'SAMPLER_OBJECTIVES', 'make_timesteps', 'check_sampler', 'make_weighting', 't_bucket', 'GenStep',
-           'bucket_means', 'AfterStep', 'sample', 'FixedBatch', 'overfit_config', 'train_gen', 'first_items']
+__all__ = ['ALL', 'SAMPLER_OBJECTIVES', 'DENOISE_RATIOS', 'make_timesteps', 'check_sampler', 'make_weighting', 't_bucket',
+           'GenStep', 'bucket_means', 't_of_ratio', 'denoise_error', 'AfterStep', 'sample', 'FixedBatch',
+           'overfit_config', 'train_gen', 'first_items']
 
 # %% ../nbs/60_gen_step.ipynb #df1adb49
 def make_timesteps(gen):
@@ -140,6 +142,40 @@ def bucket_means(events, k:int, prefix='loss'):
     den = np.array([sum(e.get(f'frac_t{i}', 0.0) for e in events) for i in range(k)])
     return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
+# %% ../nbs/60_gen_step.ipynb #e5e00af3
+DENOISE_RATIOS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+
+def t_of_ratio(objective, ratio, iters:int=64):
+    "The t ∈ [0, 1] at which the objective's noise-to-signal ratio σ(t)/α(t) equals `ratio`, by bisection (σ/α rises with t for every objective; out-of-range ratios give an end point)."
+    r = torch.as_tensor(ratio, dtype=torch.float64)
+    lo, hi = torch.zeros_like(r), torch.ones_like(r)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        a, s = objective.alpha_sigma(mid)
+        low = s.double() < r * a.double()      # σ/α < r at mid: the root lies above
+        lo, hi = torch.where(low, mid, lo), torch.where(low, hi, mid)
+    return hi
+
+@torch.no_grad()
+def denoise_error(model, objective, x0, ratios=DENOISE_RATIOS, cond=None, seed:int=0) -> list:
+    "Relative denoising error ‖x̂0 − x0‖² / Var(x0) of `model` at each noise-to-signal ratio σ/α in `ratios` (fixed noise from `seed`)."
+    g, var = torch.Generator().manual_seed(seed), x0.float().var()
+    out = []
+    for r in ratios:
+        t = t_of_ratio(objective, r).to(x0.dtype)
+        eps = torch.randn(x0.shape, generator=g).to(x0)
+        x_t = objective.noise(x0, eps, t)
+        est = objective.to_x0(objective.net_output(model, x_t, batch_t(t, x0), cond), x_t, t)
+        out.append(float(((est.float() - x0.float()) ** 2).mean() / var))
+    return out
+
+@patch
+def validate(self:GenStep, model, batch) -> dict:
+    "A generative run's validation: 'val' (the unweighted loss over stratified t; it selects the best checkpoint), 'denoise' (the mean relative denoising error) and the loss of each t bucket, 't{i}'."
+    p = self.val_profile(model, batch)
+    d = denoise_error(model, self.objective, batch['x'], cond=batch.get('cond'))
+    return dict(val=p['loss'], denoise=float(np.mean(d)), **{f't{i}': v for i, v in enumerate(p['profile'])})
+
 # %% ../nbs/60_gen_step.ipynb #15b8f59a
 class AfterStep:
     "fit's `after_step`: forced weight normalisation (hack 3), power EMA with snapshots in `run_dir/power_ema` (hack 7), then `extra`."
@@ -209,7 +245,7 @@ def train_gen(cfg:Config, stage:str, net, step:GenStep, train_ds, run_dir, accel
     after = AfterStep(cfg, net, run_dir, extra, main)
     val_fn = None
     if val_batch is not None:
-        def val_fn(m): return step.val_profile(m, {k: v.to(next(m.parameters()).device) for k, v in val_batch.items()})['loss']
+        def val_fn(m): return step.validate(m, {k: v.to(next(m.parameters()).device) for k, v in val_batch.items()})
     res = fit(stage, net, step, train_ds, overfit_config(cfg), run_dir, val_fn=val_fn, accelerator=accelerator, after_step=after,
               diagnostics=step.grad_norms if cfg.gen.diagnostics.grad_bucket_every else None, diagnostics_every=cfg.gen.diagnostics.grad_bucket_every)
     after.finish()

@@ -14,13 +14,13 @@ from .config import Config, ConfigError
 from .runs import seed_everything, atomic_write, to_json, save_checkpoint, load_checkpoint
 from .loop import open_run
 from .data import field_data, Snapshots
-from .metrics import mean_spectrum, spectrum_log_error, frechet_distance
+from .metrics import mean_spectrum, spectrum_log_error, frechet_distance, set_gaps
 from .gen_net import build_net
 from .gen_step import GenStep, train_gen, first_items, sample
 
 # %% auto #0
-__all__ = ['save_grid', 'save_spectra', 'sample_report', 'run_unconditional', 'snapshot_data', 'FeatureNet', 'train_feature_net',
-           'feature_net', 'frechet_feature_distance', 'inception_fid']
+__all__ = ['save_grid', 'save_spectra', 'spaced_items', 'sample_report', 'final_samples', 'run_unconditional', 'snapshot_data',
+           'FeatureNet', 'train_feature_net', 'feature_net', 'frechet_feature_distance', 'inception_fid']
 
 # %% ../nbs/61_gen_trainer.ipynb #554c107d
 def save_grid(rows:dict, path, n:int=4):
@@ -52,17 +52,34 @@ def save_spectra(fields:dict, png, npz=None):
     return out
 
 # %% ../nbs/61_gen_trainer.ipynb #885e0b85
-def sample_report(model, cfg:Config, real, folder, tag, seed=0, n=0) -> tuple:
-    "Draw `n` (default `gen.eval.n_samples`) unconditional samples, save a grid and spectra against `real`; returns (samples, stats dict)."
+def spaced_items(ds, n:int):
+    "`n` items of `ds` evenly spaced over it, stacked: a set that spans every trajectory of a snapshot split, not the first few."
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int))
+    return torch.stack([ds[int(j)]['x'] for j in idx])
+
+def sample_report(model, cfg:Config, real, folder, tag, seed=0, n=0, held=None) -> tuple:
+    "Draw `n` (default `gen.eval.n_samples`) unconditional samples, save a grid and spectra against the data set `real`; returns (samples, stats). The stats hold `set_gaps` of the samples against `real` and, given a held-out real set `held` of the same size, its gaps as `floor_*`."
     n = n or cfg.gen.eval.n_samples
-    dev = next(model.parameters()).device
     x = sample(model, cfg, (n, *real.shape[1:]), generator=torch.Generator().manual_seed(seed)).float().cpu()
-    real = real[:max(n, 1)].float().cpu()
+    real = real.float().cpu()
     save_grid(dict(data=real, samples=x), f'{folder}/grid_{tag}.png')
     save_spectra(dict(data=real, samples=x), f'{folder}/spectra_{tag}.png', f'{folder}/spectra_{tag}.npz')
     stats = dict(n=n, sample_mean=float(x.mean()), sample_std=float(x.std()), data_mean=float(real.mean()), data_std=float(real.std()),
-                 spectrum_error=spectrum_log_error(x, real), finite=bool(torch.isfinite(x).all()))
+                 spectrum_error=spectrum_log_error(x, real), finite=bool(torch.isfinite(x).all()), **set_gaps(x, real))
+    if held is not None: stats.update({f'floor_{k}': v for k, v in set_gaps(held[:n], real).items()})
     return x, stats
+
+def final_samples(model, cfg:Config, real, held, train, val, run_dir, evaluate=None) -> dict:
+    "The final evaluation's samples: `gen.eval.draws` independent draws (seeds cfg.seed, cfg.seed + 1, …), each scored by `sample_report` and `evaluate`. Draw 0 gives 'samples' and the top-level `evaluate` numbers (its pictures are the run's `grid_final`/`spectra_final`); with more draws, 'draws' lists each and 'draw_std' holds the standard deviation of every number over them, the sampling noise of a comparison."
+    draws = []
+    for j in range(cfg.gen.eval.draws):
+        x, stats = sample_report(model, cfg, real, Path(run_dir)/('' if j == 0 else 'draws'), 'final' if j == 0 else f'draw{j}', seed=cfg.seed + j, held=held)
+        draws.append((stats, evaluate(model, cfg, x, train, val, run_dir) if evaluate is not None else {}))
+    out = dict(samples=draws[0][0], **draws[0][1])
+    if len(draws) > 1:
+        flat = [{**s, **e} for s, e in draws]
+        out.update(draws=flat, draw_std={k: float(np.std([d[k] for d in flat], ddof=1)) for k, v in flat[0].items() if isinstance(v, float)})
+    return out
 
 def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None) -> dict:
     "Shared body of the unconditional trainers: run folder, data (`data_fn(cfg, acc) -> (train, val, channels, desc)`), fit, samples, eval.json."
@@ -76,7 +93,7 @@ def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None)
     say = print if acc.is_main_process else (lambda *a, **k: None)
     say(f'run folder: {run_dir}\ndata: {desc} ({len(train)} train / {len(val)} val samples)')
     net, step = build_net(cfg, C, C), GenStep(cfg)
-    real = first_items(val, max(cfg.gen.eval.n_samples, 8))['x']
+    real, held = spaced_items(val, len(val)), spaced_items(train, cfg.gen.eval.n_samples)
     def periodic(model, s):
         if acc.is_main_process and cfg.gen.diagnostics.sample_every and s % cfg.gen.diagnostics.sample_every == 0:
             sample_report(model, cfg, real, run_dir/'samples', f'{s:07d}', n=min(8, cfg.gen.eval.n_samples))
@@ -85,9 +102,8 @@ def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None)
     ev = {}
     if acc.is_main_process:
         vb = {k: v.to(acc.device) for k, v in first_items(val, 16).items()}
-        x, stats = sample_report(res.model, cfg, real, run_dir, 'final', seed=cfg.seed)
-        ev = dict(steps=res.steps, seconds=res.seconds, best_val=res.best, val_profile=step.val_profile(res.model, vb)['profile'], samples=stats)
-        if evaluate is not None: ev.update(evaluate(res.model, cfg, x, train, val, run_dir))
+        ev = dict(steps=res.steps, seconds=res.seconds, best_val=res.best, val_profile=step.val_profile(res.model, vb)['profile'])
+        ev.update(final_samples(res.model, cfg, real, held, train, val, run_dir, evaluate))
         atomic_write(run_dir/'eval.json', to_json(ev, indent=1))
         say(json.dumps({k: v for k, v in ev.items() if k != 'val_profile'}, indent=1))
         say(f'artifacts: {run_dir} (log.jsonl, eval.json, grid_final.png, spectra_final.png/.npz, samples/)')

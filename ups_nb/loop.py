@@ -17,7 +17,8 @@ from fastcore.basics import patch
 from .runs import JsonlLog, RunError, finished_result, load_checkpoint, read_log, rng_state, save_checkpoint, set_rng_state, start_run, unwrap
 
 # %% auto #0
-__all__ = ['lr_at', 'ShardedBatches', 'Ctx', 'FitResult', 'make_accelerator', 'open_run', 'Trackers', 'NonFiniteError', 'fit']
+__all__ = ['lr_at', 'make_optimizer', 'ShardedBatches', 'Ctx', 'FitResult', 'make_accelerator', 'open_run', 'Trackers',
+           'NonFiniteError', 'fit']
 
 # %% ../nbs/50_loop.ipynb #a00b5e5a
 def lr_at(step:int, total:int, lr:float, min_lr:float=0.0, warmup:int=0, time_frac:float=0.0) -> float:
@@ -25,6 +26,12 @@ def lr_at(step:int, total:int, lr:float, min_lr:float=0.0, warmup:int=0, time_fr
     if warmup and step < warmup: return lr * (step + 1) / warmup
     p = min(1.0, max((step - warmup) / max(1, total - warmup), time_frac))
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * p))
+
+# %% ../nbs/50_loop.ipynb #46f1ae74
+def make_optimizer(params, t:TrainCfg, lr:float):
+    "The optimiser of `train.optimizer`: AdamW(betas, weight_decay) or SGD(momentum, weight_decay)."
+    if t.optimizer == 'sgd': return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
 
 # %% ../nbs/50_loop.ipynb #772f7ed7
 class ShardedBatches(Sampler):
@@ -156,7 +163,7 @@ class _Training:
         if self.steps_per_epoch < 1: raise ConfigError(f'train.accum_steps={t.accum_steps} exceeds the {self.sampler.n // (bs * acc.num_processes)} batches per epoch')
         self.total = min(epochs * self.steps_per_epoch, t.max_steps) if t.max_steps else epochs * self.steps_per_epoch
         self.model = model = model.to(acc.device)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        opt = make_optimizer([p for p in model.parameters() if p.requires_grad], t, lr)
         self.ema = EMA(model, decay=t.ema_decay, start_step=t.ema_start_step, warmup_gamma=t.ema_warmup_gamma or None) if t.ema_decay else None
         self.wrapper, self.opt = acc.prepare(_LossModule(torch.compile(model) if t.compile else model, loss_fn), opt)
         self.step_ = self.epoch = self.batch0 = self.bad_epochs = self.n_seen = self.skipped = 0
@@ -248,7 +255,9 @@ def end_epoch(self:_Training):
     t, val_fn = self.t, self.hooks.get('val_fn')
     self.epoch += 1; self.batch0 = 0
     means = {k: v / max(1, self.n_seen) for k, v in self.sums.items()}; self.sums, self.n_seen = {}, 0
-    with torch.no_grad(): val = float(val_fn(self.eval_model())) if val_fn is not None else means.get('loss', math.inf)
+    with torch.no_grad(): out = val_fn(self.eval_model()) if val_fn is not None else means.get('loss', math.inf)
+    extra = {f'val_{k}': float(v) for k, v in out.items() if k != 'val'} if isinstance(out, dict) else {}
+    val = float(out['val'] if isinstance(out, dict) else out)
     if val_fn is not None and not math.isfinite(val): raise self.diverged(f'validation value {val} at epoch {self.epoch}')
     if val < self.best - 1e-12:
         self.best, self.bad_epochs = val, 0
@@ -256,7 +265,7 @@ def end_epoch(self:_Training):
     else: self.bad_epochs += 1
     if self.epoch > self.logged_epoch:
         self.log.write(event='epoch', stage=self.stage, epoch=self.epoch, step=self.step_, val=val, best=self.best, bad_epochs=self.bad_epochs,
-                       lr=self.cur_lr, time=round(time.time() - self.t_start, 3), **{f'mean_{k}': v for k, v in means.items()})
+                       lr=self.cur_lr, time=round(time.time() - self.t_start, 3), **extra, **{f'mean_{k}': v for k, v in means.items()})
     self.trackers.log(self.stage, self.step_, {'val': val, 'best': self.best})
     stop = 'early stop (patience)' if t.patience and self.bad_epochs >= t.patience else 'target loss reached' if t.target_loss and self.best <= t.target_loss else None
     if self.main: save_checkpoint(self.last, **self.state(0))

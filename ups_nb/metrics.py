@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['FOURIER_BANDS', 'rmse', 'nrmse', 'relative_l2', 'radial_power_spectrum', 'spectrum_error', 'psnr', 'ssim_map', 'ssim',
-           'mean_spectrum', 'spectrum_log_error', 'frame_corr', 'per_frame', 'corr_horizon', 'rollout_metrics',
-           'max_error', 'vrmse', 'crmse', 'brmse', 'fourier_rmse', 'conservation_gap', 'energy_gap', 'bc_violation',
-           'negativity', 'wavenumbers', 'divergence', 'divergence_error', 'spectrum_mape', 'error_growth_rate',
-           'count_params', 'crps_ensemble', 'spread_skill_ratio', 'interval_coverage', 'fit_spread_scale',
-           'scale_spread', 'conformal_quantile', 'conformal_interval', 'plot_reliability', 'frechet_distance',
-           'bootstrap_ci', 'peak_memory_mb', 'measure', 'scoreboard']
+           'mean_spectrum', 'spectrum_log_error', 'set_gaps', 'frame_corr', 'per_frame', 'corr_horizon',
+           'rollout_metrics', 'max_error', 'vrmse', 'crmse', 'brmse', 'fourier_rmse', 'conservation_gap', 'energy_gap',
+           'bc_violation', 'negativity', 'wavenumbers', 'divergence', 'divergence_error', 'spectrum_mape',
+           'error_growth_rate', 'count_params', 'crps_ensemble', 'spread_skill_ratio', 'interval_coverage',
+           'fit_spread_scale', 'scale_spread', 'conformal_quantile', 'conformal_interval', 'plot_reliability',
+           'frechet_distance', 'bootstrap_ci', 'peak_memory_mb', 'measure', 'scoreboard']
 
 # %% ../nbs/19_metrics.ipynb #465a44b6
 def _dims(x, dims):
@@ -123,6 +123,14 @@ def spectrum_log_error(x, ref):
     "Mean over shells 1..N/2 of |log(E_x(k)/E_ref(k))| of the batch-mean spectra (sets need not be paired)."
     _, a = mean_spectrum(x); _, b = mean_spectrum(ref); n = min(x.shape[-2:]) // 2
     return float(np.abs(np.log((a[1:n + 1] + 1e-30) / (b[1:n + 1] + 1e-30))).mean())
+
+# %% ../nbs/19_metrics.ipynb #35101680
+def set_gaps(x, ref) -> dict:
+    "Relative gaps between two (N, C, H, W) sets: 'mean_gap' |μx − μr|/σr, 'std_gap' |σx/σr − 1| and 'spectrum_gap', the mean over shells 1..N/2 of |Ex(k)/Er(k) − 1| of the batch-mean radial spectra."
+    x, ref = x.detach().float().cpu(), ref.detach().float().cpu()
+    _, a = mean_spectrum(x); _, b = mean_spectrum(ref); n = min(x.shape[-2:]) // 2
+    return dict(mean_gap=float((x.mean() - ref.mean()).abs() / ref.std()), std_gap=float((x.std() / ref.std() - 1).abs()),
+                spectrum_gap=float(np.abs(a[1:n + 1] / np.maximum(b[1:n + 1], 1e-30) - 1).mean()))
 
 # %% ../nbs/19_metrics.ipynb #e1d62ba4
 def frame_corr(pred, true, eps=1e-12):

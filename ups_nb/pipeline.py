@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .config import Config, ConfigError, check_frames, config_hash, to_dict
 from .runs import RunError, atomic_write, load_checkpoint, seed_everything, stage_record, to_json, unwrap, writable_dir, writable_file
 from .formats import open_fields, write_pdebench_1d
-from .data import RolloutWindows, Normalizer, config_data_file, ensure_data_file, shared_split, generate_fields
+from .data import RolloutWindows, Normalizer, config_data_file, data_seed, ensure_data_file, shared_split, generate_fields
 from .guards import guard_projection
 from .operators import PatchOperator, LatentRoute, Reencoding, Readout, conserve_mean, fine_coords, fourier_upsample, rollout
 from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, solve_residual, distill_loss, physics_reward, ttc_step
@@ -47,7 +47,7 @@ def generate_data(cfg:Config, path:Path, progress=True) -> Path:
     if cfg.data.dataset != 'burgers1d': return generate_fields(cfg, path, progress)
     from ups_nb.burgers import burgers_dataset
     nu = cfg.data.nu[0]
-    u, x, t = burgers_dataset(cfg.data.n_traj, nu, nx=cfg.data.nx, t_end=cfg.data.t_end, dt_out=cfg.data.dt_out, seed=cfg.seed, progress=progress)
+    u, x, t = burgers_dataset(cfg.data.n_traj, nu, nx=cfg.data.nx, t_end=cfg.data.t_end, dt_out=cfg.data.dt_out, seed=data_seed(cfg), progress=progress)
     return write_pdebench_1d(path, u, x, t, nu=nu)
 
 @dataclass

@@ -19,7 +19,8 @@ from .gen_trainer import save_grid, save_spectra
 from .metrics import psnr, ssim, spectrum_error, spectrum_log_error
 
 # %% auto #0
-__all__ = ['periodic_upsample', 'SRData', 'sr_metrics', 'sr_baselines', 'sr_pictures', 'evaluate_sr', 'sr_table', 'train_sr_flow']
+__all__ = ['periodic_upsample', 'SRData', 'sr_metrics', 'sr_baselines', 'sr_sample', 'sr_pictures', 'evaluate_sr', 'sr_table',
+           'train_sr_flow']
 
 # %% ../nbs/62_sr_flow.ipynb #ff55d520
 def periodic_upsample(lo, factor:int, mode:str='bicubic'):
@@ -34,16 +35,17 @@ def periodic_upsample(lo, factor:int, mode:str='bicubic'):
 
 # %% ../nbs/62_sr_flow.ipynb #f988c030
 class SRData(Dataset):
-    "High-res fields of one split with their low-res versions: items {'x': what the flow generates, 'hi': the field, 'cond': upsampled lo, 'lo': lo}, normalised. With `gen.sr.residual`, x = (hi − cond) / scale, `scale` the residual's standard deviation on the training split (pass the training set's as `scale` to the others)."
+    "High-res fields of one split (area-averaged to `gen.field.resolution` when the file's grid is finer) with their low-res versions: items {'x': what the flow generates, 'hi': the field, 'cond': upsampled lo, 'lo': lo}, normalised. With `gen.sr.residual`, x = (hi − cond) / scale, `scale` the residual's standard deviation on the training split (pass the training set's as `scale` to the others)."
     def __init__(self, fd:FieldData, split:str, cfg:Config, scale:float|None=None):
-        from ups_nb.data import SuperResPairs
+        from ups_nb.data import SuperResPairs, downsample
         g, f = cfg.gen, cfg.data.sr_factor
-        if fd.shape != (g.field.resolution, g.field.resolution):
-            raise ConfigError(f'config: gen.field.resolution={g.field.resolution} must equal the grid {fd.shape} of {fd.path} (set data.nx)')
-        pairs = SuperResPairs(fd.path, fd.splits[split], f, method=g.sr.down, normalizer=fd.norm)
-        items = [pairs[j] for j in range(len(pairs))]
-        self.hi = torch.from_numpy(np.stack([it['target'] for it in items]))
-        self.lo = torch.from_numpy(np.stack([it['input'] for it in items]))
+        n, r = fd.shape[0], g.field.resolution
+        if fd.shape[0] != fd.shape[1] or n % r or r % f:
+            raise ConfigError(f'config: gen.field.resolution={r} must divide the square grid {fd.shape} of {fd.path}, and data.sr_factor={f} must divide it')
+        pairs = SuperResPairs(fd.path, fd.splits[split], 1, normalizer=fd.norm)
+        hi = downsample(np.stack([pairs[j]['target'] for j in range(len(pairs))]), n // r, 2, 'area')   # the field at gen.field.resolution
+        self.hi = torch.from_numpy(np.ascontiguousarray(hi, np.float32))
+        self.lo = torch.from_numpy(np.ascontiguousarray(downsample(hi, f, 2, g.sr.down), np.float32))
         self.cond = periodic_upsample(self.lo, f, g.sr.up)
         self.residual = g.sr.residual
         self.scale = (float((self.hi - self.cond).std()) if scale is None else scale) if self.residual else 1.0
@@ -56,9 +58,10 @@ class SRData(Dataset):
 
 # %% ../nbs/62_sr_flow.ipynb #ccaf4e0b
 def sr_metrics(pred, truth):
-    "PSNR (dB), SSIM (None below 11×11) and radial-spectrum log error of predictions against the truth, batch means."
-    out = dict(psnr=float(psnr(pred, truth).mean()), spectrum_error=float(spectrum_error(pred, truth).mean()),
-               spectrum_error_set=spectrum_log_error(pred, truth))
+    "PSNR (dB), SSIM (None below 11×11) and radial-spectrum log error of predictions against the truth, batch means; `psnr_each` keeps every item's PSNR for paired comparisons."
+    p = psnr(pred, truth)
+    out = dict(psnr=float(p.mean()), spectrum_error=float(spectrum_error(pred, truth).mean()),
+               spectrum_error_set=spectrum_log_error(pred, truth), psnr_each=[float(v) for v in p])
     out['ssim'] = float(ssim(pred, truth).mean()) if min(truth.shape[-2:]) >= 11 else None
     return out
 
@@ -66,11 +69,15 @@ def sr_baselines(lo, factor):
     "Bicubic and nearest periodic upsampling of the low-res fields."
     return dict(bicubic=periodic_upsample(lo, factor, 'bicubic'), nearest=periodic_upsample(lo, factor, 'nearest'))
 
+def sr_sample(model, cfg:Config, batch, seed=0, field=None):
+    "One sample per item of `batch` (noise from `seed`), mapped to the field by `field(x, cond)` when given."
+    s = sample(model, cfg, tuple(batch['x'].shape), cond=batch['cond'], generator=torch.Generator().manual_seed(seed))
+    return s if field is None else field(s, batch['cond'])
+
 def sr_pictures(model, cfg:Config, batch, folder, tag, seed=0, field=None):
     "Sample the batch, save a grid (low-res, bicubic, sample, truth) and radial spectra (PNG + npz) under `folder`; returns the sampled fields (`field(x, cond)` maps a generated x to one; default: x is the field)."
-    x, cond, lo = batch.get('hi', batch['x']), batch['cond'], batch['lo']
-    s = sample(model, cfg, tuple(batch['x'].shape), cond=cond, generator=torch.Generator().manual_seed(seed))
-    if field is not None: s = field(s, cond)
+    x, lo = batch.get('hi', batch['x']), batch['lo']
+    s = sr_sample(model, cfg, batch, seed, field)
     base = sr_baselines(lo, cfg.data.sr_factor)
     folder = Path(folder)
     save_grid(dict(truth=x, low_res=base['nearest'], bicubic=base['bicubic'], sample=s), folder/f'grid_{tag}.png')
@@ -78,20 +85,24 @@ def sr_pictures(model, cfg:Config, batch, folder, tag, seed=0, field=None):
     return s
 
 def evaluate_sr(model, cfg:Config, ds:SRData, run_dir) -> dict:
-    "Metrics of the model's samples and of the bicubic/nearest baselines on the first `gen.eval.n_samples` items of `ds`."
+    "Metrics of the model's samples (one per item; with `gen.eval.members` > 1 also of the members' mean, `model_mean`) and of the bicubic/nearest baselines on the first `gen.eval.n_samples` items of `ds`."
     b = first_items(ds, cfg.gen.eval.n_samples)
     dev = next(model.parameters()).device
     b = {k: v.to(dev) for k, v in b.items()}
     s = sr_pictures(model, cfg, b, Path(run_dir), 'final', seed=cfg.seed, field=getattr(ds, 'field', None))
     hi = b.get('hi', b['x']).cpu()                                     # items without 'hi' generate the field itself
     res = dict(n=len(b['x']), model=sr_metrics(s.cpu(), hi))
+    if (m := cfg.gen.eval.members) > 1:      # the ensemble mean estimates the posterior mean, the MMSE answer
+        ens = torch.stack([s] + [sr_sample(model, cfg, b, cfg.seed + j, getattr(ds, 'field', None)) for j in range(1, m)])
+        res.update(members=m, model_mean=sr_metrics(ens.mean(0).cpu(), hi))
     for k, v in sr_baselines(b['lo'], cfg.data.sr_factor).items(): res[k] = sr_metrics(v.cpu(), hi)
     return res
 
 def sr_table(ev:dict) -> str:
     "The evaluation as a small text table."
     rows = [f"{'':8s} {'PSNR dB':>8s} {'SSIM':>6s} {'spec err':>8s}"]
-    for k in ('model', 'bicubic', 'nearest'):
+    for k in ('model', 'model_mean', 'bicubic', 'nearest'):
+        if k not in ev: continue
         r = ev[k]; rows.append(f"{k:8s} {r['psnr']:8.2f} {('%.3f' % r['ssim']) if r['ssim'] is not None else '  -   ':>6s} {r['spectrum_error']:8.3f}")
     return '\n'.join(rows)
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 from .config import Config, ConfigError
 from .runs import seed_everything, unwrap
 from .formats import open_fields, write_pdebench_darcy
-from .data import SteadyPairs, split_and_normalise, ensure_data_file
+from .data import SteadyPairs, data_seed, split_and_normalise, ensure_data_file
 from .darcy import darcy_dataset, darcy_matrix
 from .operators import PatchOperator
 from .objectives import FlowMatching
@@ -71,14 +71,14 @@ def steady_file(cfg:Config) -> Path:
     s = cfg.steady
     if s.path: return Path(s.path)
     import hashlib, json
-    h = hashlib.sha256(json.dumps(dict(n=s.n_samples, nx=s.nx, beta=s.beta, seed=cfg.seed), sort_keys=True).encode()).hexdigest()[:8]
+    h = hashlib.sha256(json.dumps(dict(n=s.n_samples, nx=s.nx, beta=s.beta, seed=data_seed(cfg)), sort_keys=True).encode()).hexdigest()[:8]
     return Path('data')/f'{cfg.name}-darcy-{h}.h5'
 
 def steady_data(cfg:Config, accelerator=None, progress=False):
     "(train, val, test) `SteadyPairs` of the steady stage's file, normalised with train statistics, and the `Normalizer`."
     s, p = cfg.steady, steady_file(cfg)
     def make(path):
-        d = darcy_dataset(n=s.nx, N=s.n_samples, seed=cfg.seed, beta=s.beta, progress=progress)
+        d = darcy_dataset(n=s.nx, N=s.n_samples, seed=data_seed(cfg), beta=s.beta, progress=progress)
         write_pdebench_darcy(path, d['coeff'], d['sol'], d['x'], d['y'], beta=s.beta)
     if not s.path: ensure_data_file(p, make, accelerator)
     ff = open_fields(p)

@@ -17,6 +17,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+jupyter_requirements = shlex.split(cfg.get('jupyter_requirements', ''))
 lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 lib_path = cfg['lib_path']
@@ -36,7 +37,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = {lib_path: ['configs/*.yaml', 'configs/eval/*.yaml', 'configs/sweep/*.yaml']},
     install_requires = requirements,
-    extras_require = {'dev': dev_requirements},
+    extras_require = {'dev': dev_requirements, 'jupyter': jupyter_requirements},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

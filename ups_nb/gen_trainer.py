@@ -93,7 +93,7 @@ def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None)
     say = print if acc.is_main_process else (lambda *a, **k: None)
     say(f'run folder: {run_dir}\ndata: {desc} ({len(train)} train / {len(val)} val samples)')
     net, step = build_net(cfg, C, C), GenStep(cfg)
-    real, held = spaced_items(val, len(val)), spaced_items(train, cfg.gen.eval.n_samples)
+    real, held = spaced_items(val, 1024), spaced_items(train, cfg.gen.eval.n_samples)   # the reference: up to 1024 validation items spread over the split
     def periodic(model, s):
         if acc.is_main_process and cfg.gen.diagnostics.sample_every and s % cfg.gen.diagnostics.sample_every == 0:
             sample_report(model, cfg, real, run_dir/'samples', f'{s:07d}', n=min(8, cfg.gen.eval.n_samples))

@@ -92,18 +92,19 @@ def run_study(arms:dict, seeds=(0, 1, 2), out_dir='runs', jobs:int=2, cwd=None, 
     say(f'{len(todo)} runs, {len(todo) - len(pending)} already finished, {len(pending)} to train ({jobs} at a time)')
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
     running = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            label, s, args, d = pending.pop(0)
-            (cwd/out_dir).mkdir(parents=True, exist_ok=True); log = open(cwd/out_dir/f'{label}-seed{s}.out', 'w')
-            running.append((subprocess.Popen([sys.executable, '-m', 'ups_nb.train', *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT), log, label, s, time.time()))
-        time.sleep(0.5)
-        for job in [j for j in running if j[0].poll() is not None]:
-            p, log, label, s, t0 = job; log.close(); running.remove(job)
-            if p.returncode:
-                for q, *_ in running: q.terminate()
-                raise RuntimeError(f'{label} seed {s} failed (exit {p.returncode}):\n' + Path(log.name).read_text()[-3000:])
-            say(f'{label} seed {s}: done in {time.time() - t0:.0f} s')
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                label, s, args, d = pending.pop(0)
+                (cwd/out_dir).mkdir(parents=True, exist_ok=True); log = open(cwd/out_dir/f'{label}-seed{s}.out', 'w')
+                running.append((subprocess.Popen([sys.executable, '-m', 'ups_nb.train', *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT), log, label, s, time.time()))
+            time.sleep(0.5)
+            for job in [j for j in running if j[0].poll() is not None]:
+                p, log, label, s, t0 = job; log.close(); running.remove(job)
+                if p.returncode: raise RuntimeError(f'{label} seed {s} failed (exit {p.returncode}):\n' + Path(log.name).read_text()[-3000:])
+                say(f'{label} seed {s}: done in {time.time() - t0:.0f} s')
+    finally:   # a failure or an interrupt stops the other trainers too (each resumes from its checkpoint when the study runs again)
+        for p, log, *_ in running: p.terminate(); p.wait(); log.close()
     return [load_run(cwd/d) for *_, d in todo]
 
 # %% ../nbs/70_analysis.ipynb #693833f8

@@ -274,3 +274,24 @@ def test_second_copy_of_a_run_is_refused(data, tmp_path):
         assert not (rd/'log.jsonl').exists()
     finally: holder.kill(); holder.wait()
     ok(run(*tiny(data, out, '--stage', 'operator')))      # the holder died: its lock went with it
+
+def test_study_trainers_die_with_the_study(tmp_path):
+    "A study process killed outright (SIGKILL: no `finally` runs) takes its trainers with it; they resume from their checkpoints next time."
+    code = ("import sys; from ups_nb.analysis import run_study; "
+            f"run_study(dict(orphan=['edm_tiny', 'train.max_steps=100000', 'data.path={tmp_path}/ns.h5']), seeds=(0,), cwd=sys.argv[1], jobs=1)")
+    study = subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def trainers():
+        out = subprocess.run(['pgrep', '-f', f'data.path={tmp_path}/ns.h5'], capture_output=True, text=True).stdout.split()
+        return [int(p) for p in out if int(p) != study.pid]
+    try:
+        for _ in range(120):
+            if trainers(): break
+            time.sleep(0.5)
+        assert trainers(), 'the study started no trainer'
+        study.kill(); study.wait()
+        for _ in range(40):
+            if not trainers(): break
+            time.sleep(0.5)
+        assert not trainers(), 'a trainer outlived its killed study'
+    finally:
+        for p in trainers(): os.kill(p, signal.SIGKILL)

@@ -13,15 +13,20 @@ import torch
 from .config import Config, load_config
 from .runs import read_log
 from .leaderboard import reports_dir
-from .metrics import radial_power_spectrum
-from .gen_step import GenStep
+from .metrics import mean_spectrum
+from .runs import load_checkpoint
+from .ema import posthoc_reconstruct
+from .gen_step import GenStep, first_items
+from .data import field_data
+from .gen_net import build_net
+from .sr_flow import SRData, sr_sample, sr_metrics
 from .reports import plot_curves as report_curves
 
 # %% auto #0
 __all__ = ['LIGHT_FILES', 'Run', 'load_run', 'load_runs', 'light_copy', 'study_runs', 'run_study', 'set_style', 'analysis_dir',
            'save_figure', 'weight_curves', 'plot_weight_curves', 'curves', 'plot_curves', 'steps_to', 't_profile',
-           'plot_t_profiles', 'grad_shares', 'plot_grad_norm', 'plot_grad_energy', 'set_spectrum', 'plot_spectra',
-           'run_spectra', 'rollout_metrics', 'plot_rollouts']
+           'plot_t_profiles', 'grad_shares', 'plot_grad_norm', 'plot_grad_energy', 'plot_spectra', 'run_spectra',
+           'rollout_metrics', 'plot_rollouts', 'power_snapshots', 'posthoc_sr']
 
 # %% ../nbs/70_analysis.ipynb #1449a2a5
 @dataclass
@@ -84,6 +89,12 @@ def study_runs(arms:dict, seeds=(0, 1, 2), out_dir='runs') -> list:
             out.append((label, s, args, run_dir(load_config(str(config), [*ov, f'seed={s}', f'run.name={label}', f'run.out_dir={out_dir}']))))
     return out
 
+def _die_with_parent():
+    "In a study's trainer (Linux): receive SIGTERM when the study process dies, however it dies; the trainer resumes from its checkpoint when the study runs again."
+    import ctypes, signal
+    try: ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError): pass
+
 def run_study(arms:dict, seeds=(0, 1, 2), out_dir='runs', jobs:int=2, cwd=None, say=print) -> list[Run]:
     "Train every arm {label: [config, *overrides]} at every seed as `python -m ups_nb.train` processes, `jobs` at a time (one torch thread each); finished runs are read, not retrained. Returns the runs in arm, seed order."
     import os, subprocess, sys, time
@@ -97,7 +108,8 @@ def run_study(arms:dict, seeds=(0, 1, 2), out_dir='runs', jobs:int=2, cwd=None, 
             while pending and len(running) < jobs:
                 label, s, args, d = pending.pop(0)
                 (cwd/out_dir).mkdir(parents=True, exist_ok=True); log = open(cwd/out_dir/f'{label}-seed{s}.out', 'w')
-                running.append((subprocess.Popen([sys.executable, '-m', 'ups_nb.train', *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT), log, label, s, time.time()))
+                running.append((subprocess.Popen([sys.executable, '-m', 'ups_nb.train', *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                preexec_fn=_die_with_parent if sys.platform == 'linux' else None), log, label, s, time.time()))
             time.sleep(0.5)
             for job in [j for j in running if j[0].poll() is not None]:
                 p, log, label, s, t0 = job; log.close(); running.remove(job)
@@ -220,15 +232,10 @@ def plot_grad_energy(runs):
     return fig
 
 # %% ../nbs/70_analysis.ipynb #42846505
-def set_spectrum(x, ndim:int=2):
-    "(k, E(k)) of (N, C, *space) fields over their last `ndim` axes, averaged over samples and channels."
-    k, E = radial_power_spectrum(torch.as_tensor(x).double(), ndim=ndim)
-    return k.numpy(), E.mean(tuple(range(E.ndim - 1))).numpy()
-
 def plot_spectra(fields:dict, ndim:int=2, tail:float=0.5, ax=None, spectra:dict|None=None):
     "Log-log spectra of named field sets (or of precomputed `spectra` {name: (k, E)}), the tail k > `tail`·k_max shaded."
     import matplotlib.pyplot as plt
-    sp = dict(spectra or {}); sp.update({n: set_spectrum(v, ndim) for n, v in fields.items()})
+    sp = dict(spectra or {}); sp.update({n: mean_spectrum(v, ndim) for n, v in fields.items()})
     if ax is None: _, ax = plt.subplots(figsize=(4.8, 3.4))
     kmax = max(len(k) - 1 for k, _ in sp.values())
     for n, (k, E) in sp.items(): ax.loglog(k[1:], np.maximum(E[1:], 1e-30), 'k-' if n in ('truth', 'data') else '-', lw=2 if n in ('truth', 'data') else 1.2, label=n)
@@ -253,3 +260,24 @@ def plot_rollouts(run:Run, eval_name:str='small', path=None):
     "Per-step nRMSE, correlation and conservation gap of every model row of a pipeline run's evaluation (`rollout_metrics`)."
     ev = rollout_metrics(run, eval_name, path)
     return report_curves(ev, None, run.cfg.gates, run.cfg.eval.corr_threshold)
+
+# %% ../nbs/70_analysis.ipynb #53ab2800
+def power_snapshots(run:Run) -> list:
+    "The power-EMA snapshots a run saved (`<run>/power_ema/snap_*.pt`), oldest first: [{'step', 'sigma_rel', 'state'}]."
+    files = sorted((run.dir/'power_ema').glob('snap_*.pt'))
+    if not files: raise FileNotFoundError(f"{run.dir/'power_ema'}: no power-EMA snapshots (train with gen.power_ema.sigma_rels set)")
+    return [load_checkpoint(f) for f in files]
+
+def posthoc_sr(run:Run, sigma_rels, n:int=128, members:int=1, seed:int=0) -> pd.DataFrame:
+    "Test-split PSNR and spectrum error of a super-resolution run's power EMA of each σ_rel in `sigma_rels`, reconstructed from its snapshots (EDM2 Sec. 3.2); with `members` > 1 also the PSNR of the members' mean."
+    cfg, snaps = run.cfg, power_snapshots(run)
+    fd = field_data(cfg); test = SRData(fd, 'test', cfg, scale=SRData(fd, 'train', cfg).scale)
+    net, b = build_net(cfg, fd.channels, fd.channels, cond_ch=fd.channels).eval(), first_items(test, n)
+    rows = []
+    for s in sigma_rels:
+        state, w = posthoc_reconstruct(snaps, float(s)); net.load_state_dict(state)
+        x = [sr_sample(net, cfg, b, seed + j, test.field) for j in range(members)]
+        m = sr_metrics(x[0], b['hi'])
+        rows.append(dict(label=run.label, seed=cfg.seed, sigma_rel=float(s), psnr=m['psnr'], spectrum_error=m['spectrum_error'], max_weight=float(np.abs(w).max()),
+                         **({'psnr_mean': sr_metrics(torch.stack(x).mean(0), b['hi'])['psnr']} if members > 1 else {})))
+    return pd.DataFrame(rows)

@@ -114,10 +114,11 @@ def ssim(pred, target, data_range=None, window=11, sigma=1.5, k1=0.01, k2=0.03):
     return ssim_map(pred, target, data_range, window, sigma, k1, k2).flatten(1).mean(1)
 
 # %% ../nbs/19_metrics.ipynb #b9b261f2
-def mean_spectrum(x):
-    "(k, E(k)) radially binned power spectrum averaged over batch and channels of (B, C, H, W) fields."
-    k, E = radial_power_spectrum(x.detach().float().cpu())
-    return k.numpy(), E.mean((0, 1)).numpy()
+def mean_spectrum(x, ndim:int=2):
+    "(k, E(k)) radially binned power spectrum over the last `ndim` axes of (B, C, *space) fields (tensor or array), averaged over batch and channels; float64 stays float64."
+    x = torch.as_tensor(x).detach().cpu()
+    k, E = radial_power_spectrum(x if x.dtype == torch.float64 else x.float(), ndim=ndim)
+    return k.numpy(), E.mean(tuple(range(E.ndim - 1))).numpy()
 
 def spectrum_log_error(x, ref):
     "Mean over shells 1..N/2 of |log(E_x(k)/E_ref(k))| of the batch-mean spectra (sets need not be paired)."

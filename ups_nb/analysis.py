@@ -69,12 +69,12 @@ def load_runs(*paths) -> list[Run]:
 # %% ../nbs/70_analysis.ipynb #55c020b2
 LIGHT_FILES = ('config.yaml', 'log.jsonl', 'eval.json', 'spectra_final.npz', 'spectra_final.png', 'grid_final.png')
 
-def light_copy(run, dest) -> Path:
-    "Copy a run folder's `LIGHT_FILES` (no checkpoints) to `dest/<run id>`; returns the copy's folder."
+def light_copy(run, dest, files=LIGHT_FILES) -> Path:
+    "Copy a run folder's `files` (by default `LIGHT_FILES`: no checkpoints) to `dest/<run id>`; returns the copy's folder."
     import shutil
     src = run.dir if isinstance(run, Run) else Path(run)
     out = Path(dest)/src.name; out.mkdir(parents=True, exist_ok=True)
-    for f in LIGHT_FILES:
+    for f in files:
         if (src/f).exists(): shutil.copy2(src/f, out/f)
     return out
 

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 from .config import Config, load_config
-from .runs import read_log
+from .runs import read_log, load_checkpoint
 from .leaderboard import reports_dir
 from .metrics import mean_spectrum
-from .runs import load_checkpoint
 from .ema import posthoc_reconstruct
 from .gen_step import GenStep, first_items
 from .data import field_data

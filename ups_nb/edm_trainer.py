@@ -12,5 +12,5 @@ __all__ = ['train_edm']
 
 # %% ../nbs/63_edm_trainer.ipynb #d0d109ba
 def train_edm(cfg:Config) -> dict:
-    "Train the EDM x0-prediction model of `cfg` on field snapshots, sample with `gen.sampling.solver`, write eval.json; returns its dict."
-    return run_unconditional(cfg, 'edm', ('edm',), snapshot_data)
+    "Train the EDM x0-prediction model of `cfg` on field snapshots (or, for design note 001's comparison, flow matching on the same data and network), sample with `gen.sampling.solver`, write eval.json; returns its dict."
+    return run_unconditional(cfg, 'edm', ('edm', 'flow'), snapshot_data)

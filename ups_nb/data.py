@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['GENERATION_KEYS', 'GENERATORS', 'LAYOUT_NAMES', 'DEFAULTS', 'split_trajectories', 'channel_stats', 'stats_path',
-           'file_identity', 'train_stats', 'Normalizer', 'data_seed', 'config_data_file', 'split_and_normalise',
-           'shared_split', 'ensure_data_file', 'area_downsample', 'spectral_downsample', 'downsample',
-           'downsample_coord', 'RolloutWindows', 'SuperResPairs', 'SteadyPairs', 'generate_fields', 'FieldData',
-           'field_data', 'Snapshots', 'read_images', 'prepare_images', 'ImageSet', 'default_name', 'generate',
-           'describe', 'main']
+           'file_identity', 'train_stats', 'Normalizer', 'data_seed', 'generation_stamp', 'config_data_file',
+           'split_and_normalise', 'shared_split', 'check_stamp', 'ensure_data_file', 'area_downsample',
+           'spectral_downsample', 'downsample', 'downsample_coord', 'RolloutWindows', 'SuperResPairs', 'SteadyPairs',
+           'generate_fields', 'FieldData', 'field_data', 'Snapshots', 'read_images', 'prepare_images', 'ImageSet',
+           'default_name', 'generate', 'describe', 'main']
 
 # %% ../nbs/15_data.ipynb #6ee6e0f7
 import hashlib, json, warnings, zipfile
@@ -115,11 +115,14 @@ def data_seed(cfg) -> int:
     "The seed generated data is drawn with: `data.seed`, or the run's seed when that is -1."
     return cfg.data.seed if cfg.data.seed >= 0 else cfg.seed
 
+def generation_stamp(cfg) -> str:
+    "Every key of `cfg.data` that shapes generated data (with the data seed, and the MHD channels) as sorted JSON: it names a generated file, and the file carries it (attribute `ups_nb_generation`)."
+    return json.dumps({k: getattr(cfg.data, k) for k in GENERATION_KEYS} | {'seed': data_seed(cfg)} | ({'mhd_fields': cfg.data.mhd_fields} if cfg.data.dataset == 'mhd2d' else {}), sort_keys=True)
+
 def config_data_file(cfg) -> Path:
     "The HDF5 file a config trains on: `data.path`, or `data/<config name>-<hash of the generating keys>.h5`."
     if cfg.data.path: return Path(cfg.data.path)
-    gen = json.dumps({k: getattr(cfg.data, k) for k in GENERATION_KEYS} | {'seed': data_seed(cfg)} | ({'mhd_fields': cfg.data.mhd_fields} if cfg.data.dataset == 'mhd2d' else {}), sort_keys=True)
-    return Path('data')/f'{cfg.name}-{hashlib.sha256(gen.encode()).hexdigest()[:8]}.h5'
+    return Path('data')/f'{cfg.name}-{hashlib.sha256(generation_stamp(cfg).encode()).hexdigest()[:8]}.h5'
 
 def split_and_normalise(ff, cfg, cache=True, write=True):
     "The trajectory split of `cfg.data` and the train-only `Normalizer` of field file `ff`."
@@ -135,8 +138,20 @@ def shared_split(ff, cfg, accelerator=None):
     if accelerator is not None: accelerator.wait_for_everyone()
     return out or split_and_normalise(ff, cfg, write=False)
 
-def ensure_data_file(path, make, accelerator=None) -> Path:
-    "Make data file `path` with `make(path)` unless it exists: on the main process, under a lock beside the file, so runs that need the same file wait for one writer instead of failing."
+def check_stamp(path, stamp:str):
+    "Refuse a file the package generated from other keys than `stamp` (`generation_stamp`), naming the keys that differ; a file without a stamp (a user's own, or an older one) is taken as it is."
+    import h5py
+    try:
+        with h5py.File(path, 'r') as f: old = f.attrs.get('ups_nb_generation')
+    except OSError: return                                            # not HDF5 at all: the reader that follows names the problem
+    if old is None: return
+    old, new = json.loads(old if isinstance(old, str) else old.decode()), json.loads(stamp)
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff: raise ConfigError(f"data.path {path} was generated with {', '.join(f'{k}={old.get(k)}' for k in diff)}; this config asks for "
+                               f"{', '.join(f'{k}={new.get(k)}' for k in diff)} (delete the file or point data.path elsewhere)")
+
+def ensure_data_file(path, make, accelerator=None, stamp:str|None=None) -> Path:
+    "Make data file `path` with `make(path)` unless it exists: on the main process, under a lock beside the file, so runs that need the same file wait for one writer instead of failing. With `stamp`, an existing generated file must carry it (`check_stamp`)."
     path, main = Path(path), accelerator is None or accelerator.is_main_process
     if main and not path.exists():
         with file_lock(path.parent/f'.{path.name}.lock', waiting_message=f'waiting for another process writing {path}'):
@@ -144,6 +159,7 @@ def ensure_data_file(path, make, accelerator=None) -> Path:
                 for stale in path.parent.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)   # a killed writer's
                 make(path)
     if accelerator is not None: accelerator.wait_for_everyone()
+    if stamp is not None: check_stamp(path, stamp)
     return path
 
 # %% ../nbs/15_data.ipynb #5a5f4081
@@ -284,7 +300,7 @@ def generate_fields(cfg:Config, path, progress=False) -> Path:
     else: raise ConfigError(f"config: data.dataset={d.dataset!r}: the generative trainers generate ns2d or mhd2d; point data.path at other data")
     fields = {c: np.ascontiguousarray(sol.fields[:, :, j].swapaxes(-1, -2)) for j, c in enumerate(sol.channels)}  # solver (y, x) -> file (x, y)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return write_pdebench_2d(path, fields, sol.x, sol.y, sol.t, nu=d.nu[0])
+    return write_pdebench_2d(path, fields, sol.x, sol.y, sol.t, nu=d.nu[0], ups_nb_generation=generation_stamp(cfg))
 
 @dataclass
 class FieldData:
@@ -302,7 +318,7 @@ def field_data(cfg:Config, accelerator=None) -> FieldData:
     def make(p):   # a missing file (data.path included, so configs can share one) is generated from the data section
         print(f'generating {cfg.data.dataset} ({cfg.data.n_traj} trajectories, {cfg.data.nx}^2) into {p}')
         generate_fields(cfg, p, progress=cfg.run.progress)
-    ensure_data_file(path, make, accelerator)
+    ensure_data_file(path, make, accelerator, stamp=generation_stamp(cfg))
     ff = open_fields(path)
     if ff.steady or len(ff.spatial) != 2: raise ConfigError(f'data.path {path}: the generative trainers need 2D trajectories')
     splits, norm = shared_split(ff, cfg, accelerator)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .config import Config, ConfigError, check_frames, config_hash, to_dict
 from .runs import RunError, atomic_write, load_checkpoint, seed_everything, stage_record, to_json, unwrap, writable_dir, writable_file
 from .formats import open_fields, write_pdebench_1d
-from .data import RolloutWindows, Normalizer, config_data_file, data_seed, ensure_data_file, shared_split, generate_fields
+from .data import RolloutWindows, Normalizer, config_data_file, data_seed, ensure_data_file, generation_stamp, shared_split, generate_fields
 from .guards import guard_projection
 from .operators import PatchOperator, LatentRoute, Reencoding, Readout, conserve_mean, fine_coords, fourier_upsample, rollout
 from .corrector import Corrector, fit_scale, corrector_loss, tau_distribution, corrected_step, repeat_members, correct, solve_residual, distill_loss, physics_reward, ttc_step
@@ -48,7 +48,7 @@ def generate_data(cfg:Config, path:Path, progress=True) -> Path:
     from ups_nb.burgers import burgers_dataset
     nu = cfg.data.nu[0]
     u, x, t = burgers_dataset(cfg.data.n_traj, nu, nx=cfg.data.nx, t_end=cfg.data.t_end, dt_out=cfg.data.dt_out, seed=data_seed(cfg), progress=progress)
-    return write_pdebench_1d(path, u, x, t, nu=nu)
+    return write_pdebench_1d(path, u, x, t, nu=nu, ups_nb_generation=generation_stamp(cfg))
 
 @dataclass
 class PipelineData:
@@ -80,7 +80,7 @@ def load_data(cfg:Config, accelerator=None, progress=True) -> PipelineData:
     "Generate the data if it is missing (one writer; other runs wait), check that it holds the frames the config needs, split it by trajectory and compute train-only statistics in a pass that validates every trajectory."
     path = config_data_file(cfg)
     if cfg.data.path and not path.exists(): raise RunError(f'data.path {path} does not exist')
-    ensure_data_file(path, lambda p: generate_data(cfg, p, progress), accelerator)
+    ensure_data_file(path, lambda p: generate_data(cfg, p, progress), accelerator, stamp=generation_stamp(cfg))
     ff = open_fields(path)
     if ff.steady: raise ConfigError(f'data.path {path} is a steady (coefficient -> solution) file; the pipeline needs trajectories')
     check_frames(cfg.data, max(cfg.stages.operator.rollout_horizons), ff.n_t, f'data file {path}')

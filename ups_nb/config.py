@@ -290,6 +290,7 @@ class GenNetCfg:
     kind: Literal['edm2', 'unet'] = key('edm2', 'EDM2 config-G UNet or the DDPM UNet')
     preset: str = key('tiny', 'network size preset')
     force_weight_norm: bool = key(False, 'EDM2 forced weight normalisation after each step (hack 3; edm2 only)')
+    padding: Literal['zeros', 'circular'] = key('zeros', "how 3x3 convolutions see past the edges: 'circular' wraps around, for periodic fields such as the package's solvers' (gen_net.periodic_); 'zeros' for images")
 
 # %% ../nbs/00_config.ipynb #7cff0a48
 @dataclass

@@ -63,6 +63,7 @@ class MPConv(nn.Module):
         super().__init__()
         if len(kernel) not in (0, 2): raise ValueError(f"kernel: expected () or (k, k), got {kernel}")
         self.in_channels, self.out_channels, self.force_norm = in_channels, out_channels, force_norm
+        self.padding_mode = 'zeros'                                   # 'circular' for periodic fields (gen_net.periodic_)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *kernel))
 
     def forward(self, x, gain=1):
@@ -72,7 +73,9 @@ class MPConv(nn.Module):
         w = normalize(w) * (gain / math.sqrt(w[0].numel()))        # unit-norm filter, times the gain
         w = w.to(x.dtype)
         if w.ndim == 2: return x @ w.t()
-        return F.conv2d(x, w, padding=w.shape[-1] // 2)
+        p = w.shape[-1] // 2
+        if p and self.padding_mode == 'circular': return F.conv2d(F.pad(x, (p, p, p, p), mode='circular'), w)
+        return F.conv2d(x, w, padding=p)
 
 @torch.no_grad()
 def force_weight_norm_(model):

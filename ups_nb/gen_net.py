@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 from .config import Config, ConfigError
 from .objectives import FlowMatching, EDM, DDPM, VPrediction, make_objective
-from .edm2 import EDM2_PRESETS, EDM2UNet
+from .edm2 import EDM2_PRESETS, EDM2UNet, MPConv
 from .unet import UNET_PRESETS, DDPMUNet
 
 # %% auto #0
-__all__ = ['NET_PRESETS', 'noise_scale', 'GenNet', 'build_net']
+__all__ = ['NET_PRESETS', 'noise_scale', 'GenNet', 'periodic_', 'build_net']
 
 # %% ../nbs/37_gen_net.ipynb #7e687426
 NET_PRESETS = {  # extra CPU-sized presets on top of EDM2_PRESETS / UNET_PRESETS, small enough for seconds-long tests
@@ -40,6 +40,13 @@ class GenNet(nn.Module):
         c = torch.cat(parts, 1) if parts else None
         return self.backbone(x, torch.as_tensor(c_noise, device=x.device) * self.c_noise_scale, cond=c)
 
+def periodic_(net:nn.Module) -> nn.Module:
+    "Make every convolution of `net` with spatial padding wrap around the edges (circular padding), in place: on a periodic grid a shifted input then gives the shifted output, and samples have no seam at the domain edge. Returns `net`."
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and any(p > 0 for p in m.padding): m.padding_mode = 'circular'   # torch pads, then convolves unpadded
+        elif isinstance(m, MPConv): m.padding_mode = 'circular'
+    return net
+
 def build_net(cfg:Config, in_ch:int, out_ch:int, cond_ch:int=0) -> GenNet:
     "The `gen.net.kind` backbone at `gen.net.preset`, with `cond_ch` conditioning channels plus `in_ch` self-conditioning channels if `gen.conditioning.self_cond`."
     g = cfg.gen
@@ -49,4 +56,5 @@ def build_net(cfg:Config, in_ch:int, out_ch:int, cond_ch:int=0) -> GenNet:
     kw = {k: v for k, v in presets[g.net.preset].items() if k != 'resolution'}
     if g.net.kind == 'edm2': bb = EDM2UNet(g.field.resolution, in_ch, out_ch, cond_channels=cond_ch + sc, **kw)
     else: bb = DDPMUNet(in_ch, out_ch, cond_channels=cond_ch + sc, resolution=g.field.resolution, **kw)
+    if g.net.padding == 'circular': periodic_(bb)
     return GenNet(bb, cond_ch, sc, noise_scale(make_objective(g), g.net.kind))

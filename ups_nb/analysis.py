@@ -95,7 +95,7 @@ def _die_with_parent():
     except (OSError, AttributeError): pass
 
 def run_study(arms:dict, seeds=(0, 1, 2), out_dir='runs', jobs:int=2, cwd=None, say=print) -> list[Run]:
-    "Train every arm {label: [config, *overrides]} at every seed as `python -m ups_nb.train` processes, `jobs` at a time (one torch thread each); finished runs are read, not retrained. Returns the runs in arm, seed order."
+    "Train every arm {label: [config, *overrides]} at every seed as `python -m ups_nb.train` processes, `jobs` at a time (one torch thread each); finished runs are read, not retrained; each trainer's console output goes to `<out_dir>/<run folder name>.out`. Returns the runs in arm, seed order."
     import os, subprocess, sys, time
     cwd = Path(cwd or Path.cwd()); todo = study_runs(arms, seeds, out_dir)
     pending = [t for t in todo if not (cwd/t[3]/'eval.json').exists()]
@@ -106,7 +106,7 @@ def run_study(arms:dict, seeds=(0, 1, 2), out_dir='runs', jobs:int=2, cwd=None, 
         while pending or running:
             while pending and len(running) < jobs:
                 label, s, args, d = pending.pop(0)
-                (cwd/out_dir).mkdir(parents=True, exist_ok=True); log = open(cwd/out_dir/f'{label}-seed{s}.out', 'w')
+                (cwd/out_dir).mkdir(parents=True, exist_ok=True); log = open(cwd/out_dir/f'{Path(d).name}.out', 'w')   # beside the run folder, named like it
                 running.append((subprocess.Popen([sys.executable, '-m', 'ups_nb.train', *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 preexec_fn=_die_with_parent if sys.platform == 'linux' else None), log, label, s, time.time()))
             time.sleep(0.5)

@@ -157,6 +157,8 @@ class CorrectorCfg:
     gate: float = key(0.0, "also correct a sample whenever its step moved the state by more than this relative amount |next - last|/|last| (0: off)", ge=0)
     p_uncond: float = key(0.0, 'training: share of samples whose context is dropped, for classifier-free guidance', ge=0, lt=1)
     guidance: float = key(0.0, 'sampling: classifier-free guidance strength lambda, (1 + lambda) v(context) - lambda v(none) (needs p_uncond > 0 in training)', ge=0)
+    lambda_spectral: float = key(0.0, "training: weight of the spectral energy loss of the residual the corrector implies at its tau (design note 002's L_spec)", ge=0)
+    lambda_nrmse: float = key(0.0, "training: weight of the nRMSE of the residual the corrector implies at its tau (design note 002's L_rel)", ge=0)
 
 # %% ../nbs/00_config.ipynb #60c97264
 @dataclass

@@ -11,6 +11,8 @@ from .objectives import FlowMatching
 from .timesteps import get_timestep_distribution
 from .samplers import SAMPLERS
 from .runs import unwrap
+from .losses import spectral_energy_loss
+from .metrics import nrmse
 
 # %% auto #0
 __all__ = ['Corrector', 'fit_scale', 'corrector_loss', 'tau_distribution', 'solve_residual', 'correct', 'relative_jump',
@@ -42,8 +44,8 @@ def fit_scale(corrector:Corrector, residuals):
     corrector.scale.copy_(s.to(corrector.scale)); return corrector.scale
 
 # %% ../nbs/45_corrector.ipynb #46677717
-def corrector_loss(corrector, base_pred, last, true_next, pde:dict, timesteps, generator=None, p_uncond:float=0.0):
-    "Mean flow-matching loss of the scaled residual `(true_next − base_pred)/scale` given the base prediction, the last frame and `pde`; `corrector` may be wrapped (DDP, compile). With `p_uncond` > 0 that share of samples sees a zero context (classifier-free guidance training)."
+def corrector_loss(corrector, base_pred, last, true_next, pde:dict, timesteps, generator=None, p_uncond:float=0.0, lambda_spectral:float=0.0, lambda_nrmse:float=0.0):
+    "Mean flow-matching loss of the scaled residual `(true_next − base_pred)/scale` given the base prediction, the last frame and `pde`, plus the weighted spectral and nRMSE terms of the implied residual; `corrector` may be wrapped (DDP, compile). With `p_uncond` > 0 that share of samples sees a zero context (classifier-free guidance training)."
     c = unwrap(corrector)
     x0 = (true_next - base_pred) / _bc(c.scale, true_next)
     t = timesteps(x0.shape[0], generator).to(x0)
@@ -52,8 +54,13 @@ def corrector_loss(corrector, base_pred, last, true_next, pde:dict, timesteps, g
     if p_uncond > 0:                                                     # Ho & Salimans 2022, Sec. 3.2: drop the condition
         keep = (torch.rand(x0.shape[0], generator=generator) >= p_uncond).to(context)
         context = context * keep.to(context.device).view(-1, *[1] * (context.ndim - 1))
-    cond = dict(context=context, pde=pde)
-    return c.objective.loss(corrector, x0, t, eps, cond=cond).mean()
+    per_item, v, x_t = c.objective.forward(corrector, x0, t, eps, cond=dict(context=context, pde=pde))
+    total = per_item.mean()
+    if lambda_spectral or lambda_nrmse:
+        r, dims = c.objective.to_x0(v, x_t, t), tuple(range(2, x0.ndim))     # the implied residual x̂0 = x_τ − τ v̂
+        if lambda_spectral: total = total + lambda_spectral * spectral_energy_loss(r, x0, dims)   # design note 002, L_spec
+        if lambda_nrmse: total = total + lambda_nrmse * nrmse(r, x0, dims).mean()                 # design note 002, L_rel
+    return total
 
 def tau_distribution(kind='uniform', a=1.0, b=1.0):
     "The training distribution of τ: 'uniform', or 'beta' with parameters a, b."

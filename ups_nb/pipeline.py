@@ -329,7 +329,7 @@ def train_corrector(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
         return float(np.mean([corrector_loss(m, *corrector_batch(base, b, cfg, data, hs(j)), taus, generator=g).item() for j, b in enumerate(_batches(va, 512, acc.device, bs=32))]))
     def loss(m, b, ctx):
         h = int(torch.randint(1, H + 1, ()))                            # the horizon of this batch (global RNG: seeded, resumable)
-        return corrector_loss(m, *corrector_batch(base, b, cfg, data, h), taus, p_uncond=c.p_uncond), dict(horizon=h)
+        return corrector_loss(m, *corrector_batch(base, b, cfg, data, h), taus, p_uncond=c.p_uncond, lambda_spectral=c.lambda_spectral, lambda_nrmse=c.lambda_nrmse), dict(horizon=h)
     return fit(f'diffusion_{base_name}', cor, loss, tr, cfg, run_dir, val_fn=val, accelerator=acc, epochs=st.epochs or 0, lr=st.lr or 0.0, batch_size=st.batch_size or 0)
 
 # %% ../nbs/65_pipeline.ipynb #59dbb0d5

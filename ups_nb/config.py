@@ -307,6 +307,7 @@ class SamplingCfg:
     solver: Literal['euler', 'heun', 'ancestral', 'ddpm', 'ddim', 'edm_heun'] = key('euler', 'ODE/SDE solver (ups_nb.samplers.SAMPLERS)')
     steps: int = key(32, 'solver steps: network calls per sample (twice that for heun); ddpm respaces its T steps to this many', ge=1)
     eta: float = key(0.0, 'DDIM eta', ge=0, le=1)
+    variance: Literal['beta_tilde', 'beta'] = key('beta_tilde', "ddpm solver: the variance of each ancestral step, the posterior's beta_tilde or beta itself (Ho et al. 2020, Sec. 3.2: both are exact in a limit)")
 
 # %% ../nbs/00_config.ipynb #20392267
 @dataclass

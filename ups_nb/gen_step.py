@@ -41,6 +41,8 @@ def check_sampler(gen):
     "Raise ConfigError if `gen.sampling.solver` cannot run `gen.objective.kind`."
     if gen.objective.kind not in SAMPLER_OBJECTIVES[gen.sampling.solver]:
         raise ConfigError(f'config: gen.sampling.solver={gen.sampling.solver!r} needs gen.objective.kind in {SAMPLER_OBJECTIVES[gen.sampling.solver]}, got {gen.objective.kind!r}')
+    if gen.sampling.variance != 'beta_tilde' and gen.sampling.solver != 'ddpm':
+        raise ConfigError(f"config: gen.sampling.variance={gen.sampling.variance!r} sets the ddpm solver's step variance; gen.sampling.solver is {gen.sampling.solver!r}")
 
 def make_weighting(gen, sampler=None):
     "(raw weighting w(t, objective) or None, whether the loss is divided by the batch-mean weight)."
@@ -219,6 +221,7 @@ def sample(model, cfg:Config, shape, cond=None, generator=None, steps:int=0, noi
     was = getattr(model, 'training', False)
     if isinstance(model, nn.Module): model.eval()
     if g.sampling.solver in ('ddim', 'ancestral'): kw['eta'] = g.sampling.eta if g.sampling.solver == 'ddim' else 1.0
+    if g.sampling.solver == 'ddpm': kw['variance'] = g.sampling.variance
     try: x = S.SAMPLERS[g.sampling.solver](model, obj, shape, n, **kw)
     finally:
         if isinstance(model, nn.Module): model.train(was)

@@ -10,7 +10,7 @@ import numpy as np
 from fastcore.script import Param
 from .config import Config, load_config
 from .runs import atomic_write, run_dir, script, to_json
-from .data import config_data_file, ensure_data_file
+from .data import config_data_file, data_seed, ensure_data_file
 from .pipeline import generate_data, run_pipeline
 
 # %% auto #0
@@ -19,10 +19,10 @@ __all__ = ['bench_config', 'run_seeds', 'summarise', 'summary_table', 'per_step_
 
 # %% ../nbs/66_benchmark.ipynb #1b6e3b85
 def bench_config(config:str, seed:int, overrides=(), out='benchmarks') -> Config:
-    "The pipeline config of one benchmark seed: `config` with `overrides`, `seed`, runs under `<out>/runs` and the data file of the config's own seed."
+    "The pipeline config of one benchmark seed: `config` with `overrides`, `seed`, runs under `<out>/runs`, and the data file and data seed of the config's own seed (every seed trains on the same data)."
     base = load_config(config, list(overrides))
     data = base.data.path or str(config_data_file(base))
-    return load_config(config, [*overrides, f'seed={seed}', f'run.out_dir={Path(out)/"runs"}', f'data.path={data}'])
+    return load_config(config, [*overrides, f'seed={seed}', f'run.out_dir={Path(out)/"runs"}', f'data.path={data}', f'data.seed={data_seed(base)}'])
 
 def run_seeds(config:str, seeds, overrides=(), out='benchmarks', say=print) -> list[dict]:
     "Make the data once, then train and evaluate one pipeline run per seed (finished runs are read back); returns each run's evaluation."

@@ -147,8 +147,9 @@ def check_stamp(path, stamp:str):
     if old is None: return
     old, new = json.loads(old if isinstance(old, str) else old.decode()), json.loads(stamp)
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    hint = f"set data.seed={old['seed']} to share it across run seeds, " if diff == ['seed'] else ''
     if diff: raise ConfigError(f"data.path {path} was generated with {', '.join(f'{k}={old.get(k)}' for k in diff)}; this config asks for "
-                               f"{', '.join(f'{k}={new.get(k)}' for k in diff)} (delete the file or point data.path elsewhere)")
+                               f"{', '.join(f'{k}={new.get(k)}' for k in diff)} ({hint}delete the file or point data.path elsewhere)")
 
 def ensure_data_file(path, make, accelerator=None, stamp:str|None=None) -> Path:
     "Make data file `path` with `make(path)` unless it exists: on the main process, under a lock beside the file, so runs that need the same file wait for one writer instead of failing. With `stamp`, an existing generated file must carry it (`check_stamp`)."

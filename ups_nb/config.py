@@ -13,8 +13,8 @@ import yaml
 # %% auto #0
 __all__ = ['INT_LIMIT', 'NAME_RE', 'STAGES_OF', 'CONFIG_DIR', 'DEFAULT_CONFIG', 'NOT_HASHED', 'ConfigError', 'key', 'RunCfg',
            'DataCfg', 'LatentCfg', 'EncoderCfg', 'DecoderCfg', 'OperatorCfg', 'FNOCfg', 'ReadoutCfg', 'CorrectorCfg',
-           'SteadyCfg', 'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'StagesCfg', 'ObjectiveCfg', 'WeightingCfg',
-           'TimestepsCfg', 'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg',
+           'SteadyCfg', 'TrainCfg', 'StageCfg', 'OperatorStageCfg', 'DistillStageCfg', 'StagesCfg', 'ObjectiveCfg',
+           'WeightingCfg', 'TimestepsCfg', 'ConditioningCfg', 'SpectralCfg', 'GenNetCfg', 'PowerEMACfg', 'SamplingCfg',
            'DiagnosticsCfg', 'GenEvalCfg', 'FieldCfg', 'SuperResCfg', 'GenCfg', 'GuardsCfg', 'TTCCfg', 'EvalCfg',
            'GatesCfg', 'Config', 'schema_keys', 'schema_table', 'check_keys', 'to_dict', 'from_dict',
            'generated_frames', 'check_frames', 'check_consistency', 'builtin_configs', 'deep_merge', 'find_config',
@@ -145,12 +145,13 @@ class CorrectorCfg:
     head_channels: int = key(16, 'channels per point before the output convolution', ge=1, le=2**12)
     out_kernel: int = key(5, 'width of the output convolution (odd)', ge=1, le=1025)
     train_horizon: int = key(1, 'training inputs: the base rolls out h ~ U{1..train_horizon} steps from the true history, and the corrector learns the truth at step h given the base state (1: one-step pairs)', ge=1, le=10**4)
-    tau: Literal['uniform', 'beta'] = key('uniform', 'training distribution of the flow time tau')
+    tau: Literal['uniform', 'beta', 'log_uniform'] = key('uniform', "training distribution of the flow time tau (log_uniform: on [tau_min, 1], for solver 'refine')")
     tau_a: float = key(1.0, "Beta(tau_a, tau_b) when tau is 'beta'", gt=0)
     tau_b: float = key(1.0, "Beta(tau_a, tau_b) when tau is 'beta'", gt=0)
-    solver: Literal['euler', 'heun'] = key('euler', 'sampler of a correction (ups_nb.samplers)')
+    solver: Literal['euler', 'heun', 'refine'] = key('euler', "sampler of a correction (ups_nb.samplers; refine: PDE-Refiner's renoise-and-denoise at steps flow times from start down to tau_min)")
     steps: int = key(4, 'solver steps per correction (heun: two network calls each)', ge=1, le=10**4)
     start: float = key(1.0, 'flow time a correction starts from: 1 draws the residual from pure noise, below 1 refines the base prediction (SDEdit)', gt=0, le=1)
+    tau_min: float = key(1e-3, "smallest flow time: the lower end of tau 'log_uniform' and the last level of solver 'refine'", gt=0, lt=1)
     student_steps: int = key(2, "steps of the distilled student (stage 'distill'; 0: no student)", ge=0, le=10**4)
     members: int = key(8, 'ensemble members in evaluation', ge=1, le=10**4)
     cadence: int = key(1, 'correct every cadence-th step of a rollout (1: every step; 0: only when the gate fires)', ge=0, le=10**6)
@@ -227,6 +228,11 @@ class OperatorStageCfg(StageCfg):
     lambda_tv: float = key(0.0, 'edge-aware total variation', ge=0)
     lambda_conservation: float = key(0.0, 'soft mass/energy conservation penalty', ge=0)
 
+@dataclass
+class DistillStageCfg(StageCfg):
+    "The student's distillation and its schedule of noise draws."
+    draws: list[int] = key([1], "noise draws per training window in each epoch, tiled into one forward pass over the base's prediction computed once; the last entry holds for later epochs (design note 002's tau_schedule)")
+
 # %% ../nbs/00_config.ipynb #ead37735
 @dataclass
 class StagesCfg:
@@ -234,7 +240,7 @@ class StagesCfg:
     readout: StageCfg = key(StageCfg(epochs=3), 'the any-point readout head, trained on the frozen operator')
     fno: StageCfg = key(StageCfg(), "the FNO baseline, trained with the operator stage's rollout settings; with stages.fno.epochs null it trains for the operator stage's CPU time")
     diffusion: StageCfg = key(StageCfg(), 'the diffusion corrector of each base in corrector.bases, trained on the frozen base')
-    distill: StageCfg = key(StageCfg(), "the few-step student of each corrector, distilled from the frozen teacher of stage 'diffusion'")
+    distill: DistillStageCfg = key(DistillStageCfg(), "the few-step student of each corrector, distilled from the frozen teacher of stage 'diffusion'")
     steady: StageCfg = key(StageCfg(epochs=0), "the steady-state prior and its regression baseline (0 epochs: no steady stage)")
 
 # %% ../nbs/00_config.ipynb #f3573c90
@@ -634,6 +640,8 @@ def check_consistency(cfg):
             raise ConfigError(f'config: corrector.patch={cfg.corrector.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
         if cfg.corrector.out_kernel % 2 == 0: raise ConfigError(f'config: corrector.out_kernel={cfg.corrector.out_kernel} must be odd')
         if cfg.corrector.guidance > 0 and cfg.corrector.p_uncond == 0: raise ConfigError('config: corrector.guidance needs a corrector trained without its context sometimes (corrector.p_uncond > 0)')
+        if not cfg.stages.distill.draws or min(cfg.stages.distill.draws) < 1: raise ConfigError(f'config: stages.distill.draws={cfg.stages.distill.draws} must list draws >= 1')
+        if cfg.corrector.solver == 'refine' and cfg.corrector.tau_min > cfg.corrector.start: raise ConfigError(f'config: corrector.tau_min={cfg.corrector.tau_min} must not exceed corrector.start={cfg.corrector.start} (the refine levels fall from start to tau_min)')
         if cfg.corrector.cadence == 0 and cfg.corrector.gate == 0: raise ConfigError('config: corrector.cadence=0 corrects only when the gate fires; set corrector.gate > 0')
         if 'fno' in cfg.corrector.bases and 'fno' not in cfg.eval.baselines: raise ConfigError("config: corrector.bases lists 'fno', which needs 'fno' in eval.baselines (the FNO is not trained otherwise)")
         if o.route == 'patch' and o.channel_separated: raise ConfigError('config: operator.channel_separated splits latent tokens; it needs operator.route=latent')

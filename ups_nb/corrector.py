@@ -9,7 +9,7 @@ import torch.nn as nn
 from .operators import PatchOperator
 from .objectives import FlowMatching
 from .timesteps import get_timestep_distribution
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, geometric_schedule
 from .runs import unwrap
 from .losses import spectral_energy_loss
 from .metrics import nrmse
@@ -62,25 +62,27 @@ def corrector_loss(corrector, base_pred, last, true_next, pde:dict, timesteps, g
         if lambda_nrmse: total = total + lambda_nrmse * nrmse(r, x0, dims).mean()                 # design note 002, L_rel
     return total
 
-def tau_distribution(kind='uniform', a=1.0, b=1.0):
-    "The training distribution of τ: 'uniform', or 'beta' with parameters a, b."
-    return get_timestep_distribution('uniform') if kind == 'uniform' else get_timestep_distribution('beta', a=a, b=b)
+def tau_distribution(kind='uniform', a=1.0, b=1.0, lo=1e-3):
+    "The training distribution of τ: 'uniform', 'beta' with parameters a, b, or 'log_uniform' on [lo, 1] (for the `refine` solver)."
+    if kind == 'beta': return get_timestep_distribution('beta', a=a, b=b)
+    return get_timestep_distribution('log_uniform', lo=lo) if kind == 'log_uniform' else get_timestep_distribution(kind)
 
 # %% ../nbs/45_corrector.ipynb #b157c380
 @torch.no_grad()
-def solve_residual(net:Corrector, base_pred, last, pde:dict, noise, steps:int=4, solver:str='euler', start:float=1.0, guidance:float=0.0):
-    "The scaled residual that `solver` reaches in `steps` steps from `start`·`noise` at flow time `start`, guided by λ = `guidance`: deterministic given the noise."
+def solve_residual(net:Corrector, base_pred, last, pde:dict, noise, steps:int=4, solver:str='euler', start:float=1.0, guidance:float=0.0,
+                   tau_min:float=1e-3, generator=None):
+    "The scaled residual that `solver` reaches in `steps` steps from `start`·`noise` at flow time `start`, guided by λ = `guidance`: deterministic given the noise, except 'refine', which renoises at `steps` flow times falling geometrically from `start` to `tau_min` with noise from `generator`."
     context = torch.stack([base_pred, last], 1)
     cond, uncond = dict(context=context, pde=pde), dict(context=torch.zeros_like(context), pde=pde)
-    schedule = torch.linspace(start, 0, steps + 1, dtype=torch.float64)
-    return SAMPLERS[solver](net, net.objective, tuple(noise.shape), steps, schedule=schedule, noise=start * noise, cond=cond, w=guidance, uncond=uncond)
+    schedule = geometric_schedule(steps, start, tau_min) if solver == 'refine' else torch.linspace(start, 0, steps + 1, dtype=torch.float64)
+    return SAMPLERS[solver](net, net.objective, tuple(noise.shape), steps, schedule=schedule, noise=start * noise, cond=cond, w=guidance, uncond=uncond, generator=generator)
 
 @torch.no_grad()
-def correct(corrector:Corrector, base_pred, last, pde:dict, steps:int=4, solver:str='euler', generator=None, start:float=1.0, guidance:float=0.0):
-    "One sampled correction of `base_pred` (B, C, *space): `base_pred + scale · r̂`, r̂ drawn by `solver` in `steps` steps from flow time `start`, with classifier-free `guidance` λ."
+def correct(corrector:Corrector, base_pred, last, pde:dict, steps:int=4, solver:str='euler', generator=None, start:float=1.0, guidance:float=0.0, tau_min:float=1e-3):
+    "One sampled correction of `base_pred` (B, C, *space): `base_pred + scale · r̂`, r̂ drawn by `solver` in `steps` steps from flow time `start` (down to `tau_min` for 'refine'), with classifier-free `guidance` λ."
     if not 0 < start <= 1: raise ValueError(f'start={start} must lie in (0, 1]')
     noise = torch.randn(base_pred.shape, generator=generator, dtype=base_pred.dtype).to(base_pred.device)
-    r = solve_residual(corrector, base_pred, last, pde, noise, steps, solver, start, guidance)
+    r = solve_residual(corrector, base_pred, last, pde, noise, steps, solver, start, guidance, tau_min, generator)
     return base_pred + _bc(corrector.scale, r) * r
 
 # %% ../nbs/45_corrector.ipynb #9e4f26ff
@@ -89,7 +91,7 @@ def relative_jump(pred, last):
     return (pred - last).flatten(1).norm(dim=1) / last.flatten(1).norm(dim=1).clamp_min(1e-12)
 
 def corrected_step(base_step, corrector:Corrector, pde:dict, cadence:int=1, steps:int=4, solver:str='euler', generator=None, start:float=1.0,
-                   guidance:float=0.0, gate:float=0.0):
+                   guidance:float=0.0, gate:float=0.0, tau_min:float=1e-3):
     "A one-step callable `frames → next` that runs `base_step` and corrects every `cadence`-th prediction (0: never by cadence) and, with `gate` > 0, every sample whose `relative_jump` exceeds it."
     if cadence < 0: raise ValueError(f'cadence={cadence} must be >= 0')
     calls = [0]
@@ -98,7 +100,7 @@ def corrected_step(base_step, corrector:Corrector, pde:dict, cadence:int=1, step
         due = bool(cadence) and calls[0] % cadence == 0
         fire = relative_jump(pred, frames[:, -1]) > gate if gate > 0 else torch.zeros(pred.shape[0], dtype=torch.bool, device=pred.device)
         if not due and not bool(fire.any()): return pred
-        fixed = correct(corrector, pred, frames[:, -1], pde, steps, solver, generator, start, guidance)
+        fixed = correct(corrector, pred, frames[:, -1], pde, steps, solver, generator, start, guidance, tau_min)
         return fixed if due else torch.where(fire.view(-1, *[1] * (pred.ndim - 1)), fixed, pred)
     return step
 

@@ -31,11 +31,11 @@ __all__ = ['COND_KEYS', 'SCORE_COLUMNS', 'STAGES', 'BOARD_KEYS', 'BOARD_EXTRA', 
            'frames_of', 'load_stage', 'load_base', 'horizon_at', 'projection', 'model_rollout', 'rollout_loss',
            'rollout_val', 'train_operator', 'train_fno', 'readout_on', 'build_readout', 'fine_windows', 'coarse',
            'readout_loss', 'train_readout', 'build_corrector', 'corrector_batch', 'train_corrector', 'load_corrector',
-           'train_student', 'stage_cost', 'load_models', 'test_set', 'Clock', 'eval_batches', 'eval_rollouts',
-           'Correction', 'load_correctors', 'corrected_rollouts', 'ttc_rollouts', 'student_report', 'ensemble_metrics',
-           'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'score_table', 'plot_eval',
-           'evaluate_readout', 'board_row', 'judge_rows', 'record_eval', 'solver_rollouts', 'evaluate_run',
-           'fno_budget', 'run_pipeline']
+           'draws_at', 'student_loss', 'train_student', 'stage_cost', 'load_models', 'test_set', 'Clock',
+           'eval_batches', 'eval_rollouts', 'Correction', 'load_correctors', 'corrected_rollouts', 'ttc_rollouts',
+           'student_report', 'ensemble_metrics', 'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table',
+           'score_table', 'plot_eval', 'evaluate_readout', 'board_row', 'judge_rows', 'record_eval', 'solver_rollouts',
+           'evaluate_run', 'fno_budget', 'run_pipeline']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -320,7 +320,7 @@ def train_corrector(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
     base = load_base(cfg, data, run_dir, base_name).to(acc.device).eval().requires_grad_(False)
     cor, st, c = build_corrector(cfg, data).to(acc.device), cfg.stages.diffusion, cfg.corrector
     H = c.train_horizon
-    tr, va, taus = data.windows('train', H), data.windows('val', H), tau_distribution(c.tau, c.tau_a, c.tau_b)
+    tr, va, taus = data.windows('train', H), data.windows('val', H), tau_distribution(c.tau, c.tau_a, c.tau_b, c.tau_min)
     hs = lambda j: 1 + j % H                                            # validation and the scale: every horizon in turn, by batch
     fit_scale(cor, torch.cat([n - p for j, b in enumerate(_batches(tr, 512, acc.device, bs=32)) for p, _, n, _ in [corrector_batch(base, b, cfg, data, hs(j))]]))
     def val(m):
@@ -337,6 +337,19 @@ def load_corrector(cfg:Config, data:PipelineData, run_dir, base_name:str, stage:
     "The trained corrector (stage 'diffusion') or student (stage 'distill') of `base_name`."
     t = build_corrector(cfg, data); load_stage(t, run_dir, f'{stage}_{base_name}', stage); return t
 
+def draws_at(st, epoch:int) -> int:
+    "Noise draws per window in distillation epoch `epoch` of stage settings `st` (`stages.distill.draws`; its last entry holds on)."
+    return st.draws[min(epoch, len(st.draws) - 1)]
+
+def student_loss(student, teacher, base, batch, cfg:Config, data:PipelineData, h:int=1, draws:int=1, generator=None):
+    "(distillation loss, the teacher's endpoints) of a batch at horizon h: the frozen base's prediction once, tiled over `draws` noise draws (from `generator`; None: the global RNG), and the teacher's endpoints of all draws in one batched solve."
+    c = cfg.corrector
+    pred, last, _, cond = corrector_batch(base, batch, cfg, data, h)
+    pred, last, cond = repeat_members(pred, draws), repeat_members(last, draws), repeat_members(cond, draws)
+    noise = torch.randn(pred.shape, generator=generator, dtype=pred.dtype).to(pred.device)
+    tgt = solve_residual(teacher, pred, last, cond, noise, c.steps, c.solver, c.start, c.guidance, c.tau_min, generator)
+    return distill_loss(student, tgt, pred, last, cond, noise, c.student_steps, c.start), tgt
+
 def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
     "Stage 'distill' for one base: the few-step student of the corrector of `base_name`, checkpointed as `distill_<base_name>`."
     seed_everything(cfg.seed + 7 + ('operator', 'fno').index(base_name))
@@ -345,12 +358,7 @@ def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
     student, c, st = build_corrector(cfg, data), cfg.corrector, cfg.stages.distill
     student.load_state_dict(teacher.state_dict()); student.to(acc.device)
     H = c.train_horizon
-    def gap(m, b, h, g):
-        "(distillation loss, the teacher's endpoints) of a batch at horizon h, with noise from `g` (None: the global RNG)."
-        pred, last, _, cond = corrector_batch(base, b, cfg, data, h)
-        noise = torch.randn(pred.shape, generator=g, dtype=pred.dtype).to(pred.device)
-        tgt = solve_residual(teacher, pred, last, cond, noise, c.steps, c.solver, c.start, c.guidance)
-        return distill_loss(m, tgt, pred, last, cond, noise, c.student_steps, c.start), tgt
+    gap = lambda m, b, h, g, n=1: student_loss(m, teacher, base, b, cfg, data, h, n, g)
     def val(m):
         "Relative L2 distance of the student's endpoints to the teacher's on the validation windows, fixed noise."
         g, num, den = torch.Generator().manual_seed(0), 0.0, 0.0
@@ -358,7 +366,9 @@ def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
             for j, b in enumerate(_batches(data.windows('val', H), 512, acc.device, bs=32)):
                 l, tgt = gap(m, b, 1 + j % H, g); num += float(l) * tgt.numel(); den += float(tgt.pow(2).sum())
         return math.sqrt(num / den)
-    loss = lambda m, b, ctx: (gap(m, b, int(torch.randint(1, H + 1, ())), None)[0], {})
+    def loss(m, b, ctx):
+        n = draws_at(st, ctx.epoch)
+        return gap(m, b, int(torch.randint(1, H + 1, ())), None, n)[0], dict(draws=n)
     return fit(f'distill_{base_name}', student, loss, data.windows('train', H), cfg, run_dir, val_fn=val, accelerator=acc,
                epochs=st.epochs or 0, lr=st.lr or 0.0, batch_size=st.batch_size or 0)
 
@@ -442,7 +452,7 @@ def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:d
             cond = repeat_members(cond, M)
             for k, cr in corrections.items():
                 g = torch.Generator().manual_seed(cfg.seed + 1000 + len(out[k]))    # fixed draws, the same for every row
-                step = corrected_step(step_fn(models[cr.base].to(device).eval(), cond), cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start, cr.guidance, c.gate)
+                step = corrected_step(step_fn(models[cr.base].to(device).eval(), cond), cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start, cr.guidance, c.gate, c.tau_min)
                 with clock(k): r = rollout(step, repeat_members(seq[:, :S], M), K, project=projection(cfg, data))
                 out[k].append(r.view(M, -1, *r.shape[1:]))
     return {k: data.norm.decode(torch.cat(v, 1).float().cpu()) for k, v in out.items()}
@@ -458,7 +468,7 @@ def ttc_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, d
             for base, cr in by_base.items():
                 g = torch.Generator().manual_seed(cfg.seed + 2000 + n)
                 m, net = models[base].to(device).eval(), cr.net.to(device).eval()
-                propose = lambda pred, last, pde: correct(net, pred, last, pde, cr.steps, cr.solver, g, cfg.corrector.start, cr.guidance)
+                propose = lambda pred, last, pde: correct(net, pred, last, pde, cr.steps, cr.solver, g, cfg.corrector.start, cr.guidance, cfg.corrector.tau_min)
                 step = ttc_step(lambda pde: step_fn(m, pde), propose, cond, reward, t.candidates, t.horizon, t.cadence)
                 with clock(f'{base}+ttc'): out[f'{base}+ttc'].append(rollout(step, seq[:, :S], K, project=projection(cfg, data)))
     return {k: data.norm.decode(torch.cat(v).float().cpu()) for k, v in out.items()}
@@ -474,7 +484,7 @@ def student_report(cfg:Config, data:PipelineData, models:dict, corrections:dict,
             res = {}
             for who, x in (('teacher', t_cr), ('student', cr)):
                 t0 = time.perf_counter()
-                res[who] = correct(x.net.to(device).eval(), pred, last, cond, x.steps, x.solver, torch.Generator().manual_seed(0), c.start, x.guidance) - pred
+                res[who] = correct(x.net.to(device).eval(), pred, last, cond, x.steps, x.solver, torch.Generator().manual_seed(0), c.start, x.guidance, c.tau_min) - pred
                 secs[who] += time.perf_counter() - t0
             num += float((res['student'] - res['teacher']).pow(2).sum()); den += float(res['teacher'].pow(2).sum())
         out[cr.base] = dict(gap=math.sqrt(num / den), teacher_steps=t_cr.steps, student_steps=cr.steps, teacher_seconds=secs['teacher'],

@@ -12,7 +12,7 @@ def test_readme_has_two_commands():
     assert len(cmds) == 2, cmds
     main, tests = cmds
     assert main.endswith('accelerate launch ups_nb/train.py') and 'torch==2.13.0' in main
-    assert tests.endswith('pytest -q') and '.[dev]' in tests
+    assert tests.endswith('pytest -q -n 2') and '.[dev]' in tests
 
 def test_index_matches_readme():
     nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())

@@ -641,7 +641,8 @@ def check_consistency(cfg):
         if cfg.corrector.out_kernel % 2 == 0: raise ConfigError(f'config: corrector.out_kernel={cfg.corrector.out_kernel} must be odd')
         if cfg.corrector.guidance > 0 and cfg.corrector.p_uncond == 0: raise ConfigError('config: corrector.guidance needs a corrector trained without its context sometimes (corrector.p_uncond > 0)')
         if not cfg.stages.distill.draws or min(cfg.stages.distill.draws) < 1: raise ConfigError(f'config: stages.distill.draws={cfg.stages.distill.draws} must list draws >= 1')
-        if cfg.corrector.solver == 'refine' and cfg.corrector.tau_min > cfg.corrector.start: raise ConfigError(f'config: corrector.tau_min={cfg.corrector.tau_min} must not exceed corrector.start={cfg.corrector.start} (the refine levels fall from start to tau_min)')
+        c = cfg.corrector
+        if c.solver == 'refine' and (c.tau_min > c.start or (c.tau_min == c.start and c.steps > 1)): raise ConfigError(f'config: corrector.tau_min={c.tau_min} must lie below corrector.start={c.start} (the {c.steps} refine levels fall from start to tau_min)')
         if cfg.corrector.cadence == 0 and cfg.corrector.gate == 0: raise ConfigError('config: corrector.cadence=0 corrects only when the gate fires; set corrector.gate > 0')
         if 'fno' in cfg.corrector.bases and 'fno' not in cfg.eval.baselines: raise ConfigError("config: corrector.bases lists 'fno', which needs 'fno' in eval.baselines (the FNO is not trained otherwise)")
         if o.route == 'patch' and o.channel_separated: raise ConfigError('config: operator.channel_separated splits latent tokens; it needs operator.route=latent')

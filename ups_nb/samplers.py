@@ -200,7 +200,7 @@ def sample_refine(net, objective, shape, steps=3, *, schedule=None, callback=Non
 def geometric_schedule(steps:int, start:float=1.0, end:float=1e-3) -> torch.Tensor:
     "`steps` noise times falling geometrically from `start` to `end`, then the clean 0 (PDE-Refiner's σ_k = σ_min^(k/K) between two given ends; float64)."
     _check(steps)
-    if not 0 < end <= start: raise SamplerError(f"schedule: need 0 < end <= start, got start={start}, end={end}")
+    if not 0 < end <= start or (end == start and steps > 1): raise SamplerError(f"schedule: need 0 < end < start for {steps} levels (end = start for one), got start={start}, end={end}")
     k = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
     return torch.cat([start * (end / start) ** k, torch.zeros(1, dtype=torch.float64)])
 

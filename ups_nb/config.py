@@ -138,6 +138,7 @@ class ReadoutCfg:
 class CorrectorCfg:
     "The diffusion corrector (stage 'diffusion'): flow matching of the residual of a frozen base model's one-step prediction, sampled as an ensemble."
     bases: list[Literal['operator', 'fno']] = key(['operator'], "frozen base models that get a corrector each (empty: no diffusion stage); 'fno' needs 'fno' in eval.baselines")
+    space: Literal['physical', 'latent'] = key('physical', "where the residual is modelled: 'physical' frames, or 'latent': the latent route's encoder tokens on their grid, corrected inside the latent rollout (needs operator.route=latent and the operator as the only base)")
     patch: int = key(4, 'grid points per patch and axis', ge=1, le=2**12)
     preset: str = key('tiny', 'backbone size preset: tiny, tiny2d, S, B, L')
     hidden: int | None = key(None, 'backbone width (null: from preset)', ge=1, le=2**16)
@@ -636,7 +637,12 @@ def check_consistency(cfg):
             raise ConfigError(f'config: readout.heads={cfg.readout.heads} does not divide readout.hidden={cfg.readout.hidden}')
         if cfg.readout.enabled and cfg.data.x_down > 1 and grid % cfg.readout.patch:
             raise ConfigError(f'config: readout.patch={cfg.readout.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
-        if cfg.corrector.bases and grid % cfg.corrector.patch:
+        if cfg.corrector.space == 'latent':
+            if o.route != 'latent' or cfg.corrector.bases != ['operator']: raise ConfigError("config: corrector.space=latent corrects the latent route's tokens; it needs operator.route=latent and corrector.bases=[operator]")
+            if cfg.eval.ttc.candidates: raise ConfigError('config: eval.ttc proposes physical corrections; it needs corrector.space=physical')
+            if (grid // cfg.encoder.patch) % cfg.corrector.patch:
+                raise ConfigError(f'config: corrector.patch={cfg.corrector.patch} does not divide the token grid of {grid // cfg.encoder.patch} tokens (data.nx / data.x_down / encoder.patch)')
+        elif cfg.corrector.bases and grid % cfg.corrector.patch:
             raise ConfigError(f'config: corrector.patch={cfg.corrector.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
         if cfg.corrector.out_kernel % 2 == 0: raise ConfigError(f'config: corrector.out_kernel={cfg.corrector.out_kernel} must be odd')
         if cfg.corrector.guidance > 0 and cfg.corrector.p_uncond == 0: raise ConfigError('config: corrector.guidance needs a corrector trained without its context sometimes (corrector.p_uncond > 0)')

@@ -30,12 +30,13 @@ __all__ = ['COND_KEYS', 'SCORE_COLUMNS', 'STAGES', 'BOARD_KEYS', 'BOARD_EXTRA', 
            'load_data', 'operator_history', 'build_operator', 'build_fno', 'check_models', 'cond_of', 'step_fn',
            'frames_of', 'load_stage', 'load_base', 'horizon_at', 'projection', 'model_rollout', 'rollout_loss',
            'rollout_val', 'train_operator', 'train_fno', 'readout_on', 'build_readout', 'fine_windows', 'coarse',
-           'readout_loss', 'train_readout', 'build_corrector', 'corrector_batch', 'train_corrector', 'load_corrector',
-           'draws_at', 'student_loss', 'train_student', 'stage_cost', 'load_models', 'test_set', 'Clock',
-           'eval_batches', 'eval_rollouts', 'Correction', 'load_correctors', 'corrected_rollouts', 'ttc_rollouts',
-           'student_report', 'ensemble_metrics', 'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table',
-           'score_table', 'plot_eval', 'evaluate_readout', 'board_row', 'judge_rows', 'record_eval', 'solver_rollouts',
-           'evaluate_run', 'fno_budget', 'run_pipeline']
+           'readout_loss', 'train_readout', 'token_grid', 'tokens_field', 'field_tokens', 'build_corrector',
+           'corrector_batch', 'train_corrector', 'load_corrector', 'draws_at', 'student_loss', 'train_student',
+           'stage_cost', 'load_models', 'test_set', 'Clock', 'eval_batches', 'eval_rollouts', 'Correction',
+           'load_correctors', 'corrected_rollouts', 'ttc_rollouts', 'student_report', 'ensemble_metrics',
+           'evaluate_pipeline', 'rollout_examples', 'plot_rollouts', 'eval_table', 'score_table', 'plot_eval',
+           'evaluate_readout', 'board_row', 'judge_rows', 'record_eval', 'solver_rollouts', 'evaluate_run',
+           'fno_budget', 'run_pipeline']
 
 # %% ../nbs/65_pipeline.ipynb #04e3c924
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
@@ -302,15 +303,30 @@ def train_readout(cfg:Config, data:PipelineData, run_dir, acc):
     return fit('readout', ro, lambda m, b, ctx: readout_loss(m, b, cfg, data, op), fine_windows(data, 'train', 1), cfg, run_dir, val_fn=val, accelerator=acc)
 
 # %% ../nbs/65_pipeline.ipynb #2790ade5
+def token_grid(cfg:Config, data:PipelineData) -> tuple:
+    "The latent route's token grid: the data's grid over `encoder.patch`."
+    return tuple(n // cfg.encoder.patch for n in data.shape)
+
+def tokens_field(z, grid): return z.transpose(1, 2).reshape(z.shape[0], z.shape[2], *grid)   # tokens (B, L, dim), row-major → field (B, dim, *grid)
+def field_tokens(f): return f.flatten(2).transpose(1, 2)                                       # and back
+
 def build_corrector(cfg:Config, data:PipelineData) -> Corrector:
-    c = cfg.corrector
-    return Corrector(data.channels, data.shape, patch=c.patch, backbone=c.preset, cond_keys=COND_KEYS, head_channels=c.head_channels,
-                     out_kernel=c.out_kernel, periodic=cfg.data.periodic, hidden=c.hidden, depths=c.depths)
+    "The corrector of `corrector.space`: on the data's frames, or on the latent route's tokens as a `latent.dim`-channel field on the token grid."
+    c, latent = cfg.corrector, cfg.corrector.space == 'latent'
+    return Corrector(cfg.latent.dim if latent else data.channels, token_grid(cfg, data) if latent else data.shape, patch=c.patch, backbone=c.preset,
+                     cond_keys=COND_KEYS, head_channels=c.head_channels, out_kernel=c.out_kernel, periodic=cfg.data.periodic, hidden=c.hidden, depths=c.depths)
 
 def corrector_batch(base, batch, cfg:Config, data:PipelineData, h:int=1):
-    "(base prediction at step h, the frame before it, the true frame at step h, conditioning) of a batch of windows: the frozen base rolls out `h` steps from the true history, without gradients."
+    "(base prediction at step h, the frame before it, the true frame at step h, conditioning) of a batch of windows: the frozen base rolls out `h` steps from the true history, without gradients. With `corrector.space` latent, the same in the latent route's tokens (as fields on the token grid): its latent rollout, and the encoding of the true frames up to step h."
     S, seq = cfg.data.initial_step, frames_of(batch)
     cond = cond_of(batch, data, seq.shape[0], seq.device)
+    if cfg.corrector.space == 'latent':
+        with torch.no_grad():
+            z = base.encode(seq[:, :S]); prev = z
+            for _ in range(h): prev, z = z, base.advance(z, cond)
+            true = base.encode(seq[:, :S + h])
+        grid = token_grid(cfg, data)
+        return tokens_field(z, grid), tokens_field(prev, grid), tokens_field(true, grid), cond
     with torch.no_grad(): pred = model_rollout(base, seq[:, :S], cond, h, project=projection(cfg, data))
     return pred[:, -1], (pred[:, -2] if h > 1 else seq[:, S - 1]), seq[:, S + h - 1], cond
 
@@ -446,14 +462,17 @@ def load_correctors(cfg:Config, data:PipelineData, run_dir) -> dict:
 def corrected_rollouts(cfg:Config, data:PipelineData, models:dict, corrections:dict, device='cpu', clock=None) -> dict:
     "Ensembles of `corrector.members` rollouts of each corrected base over the test trajectories, de-normalised: row name -> (M, n, K, C, *space); each row's ensembles timed on `clock`."
     c, S, M, clock = cfg.corrector, cfg.data.initial_step, cfg.corrector.members, clock or Clock()
-    out = {k: [] for k in corrections}
+    out, grid = {k: [] for k in corrections}, token_grid(cfg, data)
     with torch.no_grad():
         for seq, K, cond in eval_batches(cfg, data, device):
             cond = repeat_members(cond, M)
             for k, cr in corrections.items():
                 g = torch.Generator().manual_seed(cfg.seed + 1000 + len(out[k]))    # fixed draws, the same for every row
-                step = corrected_step(step_fn(models[cr.base].to(device).eval(), cond), cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start, cr.guidance, c.gate, c.tau_min)
-                with clock(k): r = rollout(step, repeat_members(seq[:, :S], M), K, project=projection(cfg, data))
+                m = models[cr.base].to(device).eval()
+                base_step = step_fn(m, cond) if c.space == 'physical' else (lambda fr: tokens_field(m.advance(field_tokens(fr[:, -1]), cond), grid))
+                step = corrected_step(base_step, cr.net.to(device).eval(), cond, c.cadence, cr.steps, cr.solver, g, c.start, cr.guidance, c.gate, c.tau_min)
+                latent = None if c.space == 'physical' else (m.encode, lambda z: field_tokens(step(tokens_field(z, grid)[:, None])), m.decode)   # corrected inside the latent rollout
+                with clock(k): r = rollout(step, repeat_members(seq[:, :S], M), K, latent=latent, project=projection(cfg, data))
                 out[k].append(r.view(M, -1, *r.shape[1:]))
     return {k: data.norm.decode(torch.cat(v, 1).float().cpu()) for k, v in out.items()}
 

@@ -598,6 +598,22 @@ def _check_guards(g):
     if 'hodge' in g.kinds and not g.vectors: raise ConfigError('config: eval.guards.kinds has hodge, which needs eval.guards.vectors (the channel pairs of a vector field)')
     if 'positive' in g.kinds and not g.positive: raise ConfigError('config: eval.guards.kinds has positive, which needs eval.guards.positive (the channels never negative)')
 
+def _check_corrector(cfg, grid:int):
+    "Raise `ConfigError` where the corrector's and distillation's keys disagree with the rest of a pipeline config on a grid of `grid` points."
+    c, o = cfg.corrector, cfg.operator
+    if c.space == 'latent':
+        if o.route != 'latent' or c.bases != ['operator']: raise ConfigError("config: corrector.space=latent corrects the latent route's tokens; it needs operator.route=latent and corrector.bases=[operator]")
+        if cfg.eval.ttc.candidates: raise ConfigError('config: eval.ttc proposes physical corrections; it needs corrector.space=physical')
+        if (grid // cfg.encoder.patch) % c.patch:
+            raise ConfigError(f'config: corrector.patch={c.patch} does not divide the token grid of {grid // cfg.encoder.patch} tokens (data.nx / data.x_down / encoder.patch)')
+    elif c.bases and grid % c.patch: raise ConfigError(f'config: corrector.patch={c.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
+    if c.out_kernel % 2 == 0: raise ConfigError(f'config: corrector.out_kernel={c.out_kernel} must be odd')
+    if c.guidance > 0 and c.p_uncond == 0: raise ConfigError('config: corrector.guidance needs a corrector trained without its context sometimes (corrector.p_uncond > 0)')
+    if not cfg.stages.distill.draws or min(cfg.stages.distill.draws) < 1: raise ConfigError(f'config: stages.distill.draws={cfg.stages.distill.draws} must list draws >= 1')
+    if c.solver == 'refine' and (c.tau_min > c.start or (c.tau_min == c.start and c.steps > 1)): raise ConfigError(f'config: corrector.tau_min={c.tau_min} must lie below corrector.start={c.start} (the {c.steps} refine levels fall from start to tau_min)')
+    if c.cadence == 0 and c.gate == 0: raise ConfigError('config: corrector.cadence=0 corrects only when the gate fires; set corrector.gate > 0')
+    if 'fno' in c.bases and 'fno' not in cfg.eval.baselines: raise ConfigError("config: corrector.bases lists 'fno', which needs 'fno' in eval.baselines (the FNO is not trained otherwise)")
+
 def check_consistency(cfg):
     "Raise `ConfigError` where keys disagree with each other."
     _check_guards(cfg.eval.guards)
@@ -637,20 +653,7 @@ def check_consistency(cfg):
             raise ConfigError(f'config: readout.heads={cfg.readout.heads} does not divide readout.hidden={cfg.readout.hidden}')
         if cfg.readout.enabled and cfg.data.x_down > 1 and grid % cfg.readout.patch:
             raise ConfigError(f'config: readout.patch={cfg.readout.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
-        if cfg.corrector.space == 'latent':
-            if o.route != 'latent' or cfg.corrector.bases != ['operator']: raise ConfigError("config: corrector.space=latent corrects the latent route's tokens; it needs operator.route=latent and corrector.bases=[operator]")
-            if cfg.eval.ttc.candidates: raise ConfigError('config: eval.ttc proposes physical corrections; it needs corrector.space=physical')
-            if (grid // cfg.encoder.patch) % cfg.corrector.patch:
-                raise ConfigError(f'config: corrector.patch={cfg.corrector.patch} does not divide the token grid of {grid // cfg.encoder.patch} tokens (data.nx / data.x_down / encoder.patch)')
-        elif cfg.corrector.bases and grid % cfg.corrector.patch:
-            raise ConfigError(f'config: corrector.patch={cfg.corrector.patch} does not divide the grid of {grid} points (data.nx / data.x_down)')
-        if cfg.corrector.out_kernel % 2 == 0: raise ConfigError(f'config: corrector.out_kernel={cfg.corrector.out_kernel} must be odd')
-        if cfg.corrector.guidance > 0 and cfg.corrector.p_uncond == 0: raise ConfigError('config: corrector.guidance needs a corrector trained without its context sometimes (corrector.p_uncond > 0)')
-        if not cfg.stages.distill.draws or min(cfg.stages.distill.draws) < 1: raise ConfigError(f'config: stages.distill.draws={cfg.stages.distill.draws} must list draws >= 1')
-        c = cfg.corrector
-        if c.solver == 'refine' and (c.tau_min > c.start or (c.tau_min == c.start and c.steps > 1)): raise ConfigError(f'config: corrector.tau_min={c.tau_min} must lie below corrector.start={c.start} (the {c.steps} refine levels fall from start to tau_min)')
-        if cfg.corrector.cadence == 0 and cfg.corrector.gate == 0: raise ConfigError('config: corrector.cadence=0 corrects only when the gate fires; set corrector.gate > 0')
-        if 'fno' in cfg.corrector.bases and 'fno' not in cfg.eval.baselines: raise ConfigError("config: corrector.bases lists 'fno', which needs 'fno' in eval.baselines (the FNO is not trained otherwise)")
+        _check_corrector(cfg, grid)
         if o.route == 'patch' and o.channel_separated: raise ConfigError('config: operator.channel_separated splits latent tokens; it needs operator.route=latent')
     if cfg.operator.channel_separated and cfg.latent.dim % cfg.operator.channels:
         raise ConfigError(f'config: operator.channels={cfg.operator.channels} does not divide latent.dim={cfg.latent.dim}')

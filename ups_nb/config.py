@@ -138,7 +138,7 @@ class ReadoutCfg:
 class CorrectorCfg:
     "The diffusion corrector (stage 'diffusion'): flow matching of the residual of a frozen base model's one-step prediction, sampled as an ensemble."
     bases: list[Literal['operator', 'fno']] = key(['operator'], "frozen base models that get a corrector each (empty: no diffusion stage); 'fno' needs 'fno' in eval.baselines")
-    space: Literal['physical', 'latent'] = key('physical', "where the residual is modelled: 'physical' frames, or 'latent': the latent route's encoder tokens on their grid, corrected inside the latent rollout (needs operator.route=latent and the operator as the only base)")
+    space: Literal['physical', 'latent'] = key('physical', "where the residual is modelled: 'physical' frames, or 'latent': the latent route's encoder tokens on their grid, corrected inside the latent rollout, where corrector.gate compares tokens (needs operator.route=latent and the operator as the only base)")
     patch: int = key(4, 'grid points per patch and axis', ge=1, le=2**12)
     preset: str = key('tiny', 'backbone size preset: tiny, tiny2d, S, B, L')
     hidden: int | None = key(None, 'backbone width (null: from preset)', ge=1, le=2**16)

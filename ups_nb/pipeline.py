@@ -374,17 +374,16 @@ def train_student(cfg:Config, data:PipelineData, run_dir, acc, base_name:str):
     student, c, st = build_corrector(cfg, data), cfg.corrector, cfg.stages.distill
     student.load_state_dict(teacher.state_dict()); student.to(acc.device)
     H = c.train_horizon
-    gap = lambda m, b, h, g, n=1: student_loss(m, teacher, base, b, cfg, data, h, n, g)
     def val(m):
         "Relative L2 distance of the student's endpoints to the teacher's on the validation windows, fixed noise."
         g, num, den = torch.Generator().manual_seed(0), 0.0, 0.0
         with torch.no_grad():
             for j, b in enumerate(_batches(data.windows('val', H), 512, acc.device, bs=32)):
-                l, tgt = gap(m, b, 1 + j % H, g); num += float(l) * tgt.numel(); den += float(tgt.pow(2).sum())
+                l, tgt = student_loss(m, teacher, base, b, cfg, data, 1 + j % H, 1, g); num += float(l) * tgt.numel(); den += float(tgt.pow(2).sum())
         return math.sqrt(num / den)
     def loss(m, b, ctx):
         n = draws_at(st, ctx.epoch)
-        return gap(m, b, int(torch.randint(1, H + 1, ())), None, n)[0], dict(draws=n)
+        return student_loss(m, teacher, base, b, cfg, data, int(torch.randint(1, H + 1, ())), n)[0], dict(draws=n)
     return fit(f'distill_{base_name}', student, loss, data.windows('train', H), cfg, run_dir, val_fn=val, accelerator=acc,
                epochs=st.epochs or 0, lr=st.lr or 0.0, batch_size=st.batch_size or 0)
 

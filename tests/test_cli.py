@@ -46,7 +46,8 @@ def test_train_bad_yaml(tmp_path):
 
 def test_eval_without_training(tmp_path):
     r = run(BIN/'ups_eval', 'data.path=' + str(tmp_path/'missing.h5'), f'run.out_dir={tmp_path}')
-    _one_line_error(r, 'missing.h5')
+    _one_line_error(r, 'train the run of this config first')
+    assert not list(tmp_path.iterdir())                                        # nothing written
 
 def test_data_bad_input_and_no_overwrite(tmp_path):
     _one_line_error(run(BIN/'ups_data', 'nosuchpde', '--out', tmp_path), 'dataset')
@@ -64,7 +65,8 @@ def test_latent_route_end_to_end(tmp_path):
             'stages.operator.lambda_inv_dec=1', cwd=tmp_path)                  # the data is generated into tmp_path/data
     assert r.returncode == 0, r.stderr[-3000:]
     (rd,) = [d for d in (tmp_path/'runs').iterdir() if (d/'config.yaml').exists()]
-    ev = json.loads((rd/'eval.json').read_text())
+    from ups_nb.runs import finished_result
+    ev = finished_result(rd)
     assert set(ev['models']) == {'operator', 'operator_reencode', 'fno', 'persistence', 'operator+corrector', 'operator+student'}
     assert ev['models']['operator']['params'] == ev['models']['operator_reencode']['params']
     comps = {k for e in map(json.loads, (rd/'log.jsonl').read_text().splitlines()) if e.get('event') == 'train' and e['stage'] == 'operator' for k in e}

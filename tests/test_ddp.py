@@ -12,7 +12,7 @@ def events(rd, kind):
 def test_two_processes_match_one(tmp_path):
     data = tmp_path/'tiny.h5'
     env = {**os.environ, 'PYTHONHASHSEED': '0', 'OMP_NUM_THREADS': '1'}
-    subprocess.run([sys.executable, '-c', 'from ups_nb.config import load_config; from ups_nb.pipeline import generate_data; from pathlib import Path;'
+    subprocess.run([sys.executable, '-c', 'from ups_nb.config import load_config; from ups_nb.prepare import generate_data; from pathlib import Path;'
                     f'generate_data(load_config("burgers_tiny"), Path("{data}"), progress=False)'], check=True, env=env, cwd=ROOT)
     common = ['--config', 'burgers_tiny', '--stage', 'operator', f'data.path={data}', 'stages.operator.epochs=3', 'train.ema_decay=0',
               'stages.operator.noise=0']   # noise is drawn per process: one batch of 4 and two of 2 would see different noise

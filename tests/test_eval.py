@@ -14,7 +14,8 @@ def test_hodge_guard_on_mhd(tmp_path):
     "The Hodge guard makes every guarded rollout divergence-free in physical units; the unguarded rows stay beside them."
     r = run(BIN/'ups_train', '--config', 'burgers_tiny', *MHD, 'eval.guards.kinds=[hodge]', 'eval.guards.vectors=[[0,1],[2,3]]', f'run.out_dir={tmp_path}/runs', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    ev = json.loads(next((tmp_path/'runs').glob('mhd_guard_tiny-*/eval.json')).read_text())['models']
+    from ups_nb.runs import finished_result
+    ev = finished_result(next((tmp_path/'runs').glob('mhd_guard_tiny-*')))['models']
     assert {'operator+guards', 'fno+guards', 'persistence+guards'} <= set(ev)
     for k in ('operator', 'fno'):
         assert ev[f'{k}+guards']['div_error'] < 1e-5 < ev[k]['div_error'], (k, ev[k]['div_error'], ev[f'{k}+guards']['div_error'])
@@ -38,11 +39,11 @@ def test_eval_report_leaderboard_compare(tmp_path):
     for seed in (0, 1):
         r = run(BIN/'ups_train', '--config', 'burgers_tiny', f'seed={seed}', 'corrector.bases=[]', f'run.out_dir={runs}', cwd=tmp_path)
         assert r.returncode == 0, r.stderr[-2000:]
-    a, b = sorted(p.name for p in runs.iterdir() if (p/'eval.json').exists())
-    before = (runs/a/'eval.json').read_text()
+    a, b = sorted(p.name for p in runs.iterdir() if (p/'finished.json').exists())
+    before = (runs/a/'finished.json').read_text(), (tmp_path/'reports'/a/'run'/'metrics.json').read_text()
     r = run(BIN/'ups_eval', '--run', a, '--runs', runs, '--eval', 'small', '--quiet', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (runs/a/'eval.json').read_text() == before                       # the run's record of completion is untouched
+    assert ((runs/a/'finished.json').read_text(), (tmp_path/'reports'/a/'run'/'metrics.json').read_text()) == before   # the run's record of completion and its own evaluation are untouched
     rep = tmp_path/'reports'/a/'small'
     assert {'metrics.json', 'metrics.csv', 'report.html', 'curves.png', 'rollout.png', 'spectra.png', 'training.png'} <= {p.name for p in rep.iterdir()}
     m = pd.read_csv(rep/'metrics.csv'); assert {'operator', 'fno', 'persistence'} <= set(m.model) and {'nrmse_lo', 'nrmse_hi', 'vrmse'} <= set(m.columns)
@@ -73,9 +74,9 @@ def test_sweep_resumes_after_kill(tmp_path):
     while time.time() < deadline and not list((tmp_path/'reports').glob('*/small/metrics.json')): time.sleep(0.5)
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     (first,) = [m.parent.parent.name for m in (tmp_path/'reports').glob('*/small/metrics.json')]
-    stamp = (tmp_path/'runs'/first/'eval.json').stat().st_mtime_ns, (tmp_path/'reports'/first/'small'/'metrics.json').stat().st_mtime_ns
+    stamp = (tmp_path/'runs'/first/'finished.json').stat().st_mtime_ns, (tmp_path/'reports'/first/'small'/'metrics.json').stat().st_mtime_ns
     r = run(*cmd, cwd=tmp_path); assert r.returncode == 0, r.stderr[-2000:]
-    assert ((tmp_path/'runs'/first/'eval.json').stat().st_mtime_ns, (tmp_path/'reports'/first/'small'/'metrics.json').stat().st_mtime_ns) == stamp
+    assert ((tmp_path/'runs'/first/'finished.json').stat().st_mtime_ns, (tmp_path/'reports'/first/'small'/'metrics.json').stat().st_mtime_ns) == stamp
     t = pd.read_csv(tmp_path/'reports'/'sweeps'/'s.csv')
     assert list(t.phase) == ['grid', 'grid', 'local'] and t.full.notna().sum() == 1 and t.run.nunique() == 3
     board = pd.read_csv(tmp_path/'reports'/'leaderboard.csv')

@@ -4,6 +4,7 @@ Every failure must be exit code 2 with one line naming the field, file or path, 
 import hashlib, json, os, resource, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 import h5py, numpy as np, pytest, torch
+from ups_nb.runs import finished_result
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,7 +52,7 @@ def strict_json_lines(p):
 def data(tmp_path_factory):
     "The burgers_tiny data file, made once (read-only for the tests: each test that breaks data copies it)."
     p = tmp_path_factory.mktemp('data')/'tiny.h5'
-    ok(run(sys.executable, '-c', 'from ups_nb.config import load_config; from ups_nb.pipeline import generate_data; from pathlib import Path;'
+    ok(run(sys.executable, '-c', 'from ups_nb.config import load_config; from ups_nb.prepare import generate_data; from pathlib import Path;'
            f'generate_data(load_config("burgers_tiny"), Path("{p}"), progress=False)'))
     return p
 
@@ -78,7 +79,7 @@ def test_staged_run_and_exit_codes(data, tmp_path):
     assert 'operator / fno' in r.stdout and 'fno+corrector: 3 members, spread-skill' in r.stdout and 'fno student: 2 steps' in r.stdout
     board = out/'leaderboard.jsonl'
     assert len(board.read_text().splitlines()) == 7
-    ev = json.loads((rd/'eval.json').read_text())
+    ev = finished_result(rd)
     ck = {s: torch.load(rd/'ckpt'/f'{s}.pt', weights_only=True) for s in ('operator', 'fno')}
     for s in ('operator', 'fno'):
         assert ev['models'][s]['train_seconds'] == pytest.approx(ck[s]['seconds'])
@@ -106,7 +107,7 @@ def test_kill_between_checkpoint_and_record(data, tmp_path):
     (rd/'log.jsonl').write_text(''.join(l + '\n' for l in lines if json.loads(l).get('event') != 'stage_done'))
     before_op = tmp_path/'operator.pt'; shutil.copy(rd/'ckpt'/'operator.pt', before_op)
     ok(run(*tiny(data, out, 'stages.fno.epochs=null')))   # fno (for the operator's CPU time, read from its checkpoint) and eval
-    ev = json.loads((rd/'eval.json').read_text())
+    ev = finished_result(rd)
     ck = {s: torch.load(rd/'ckpt'/f'{s}.pt', weights_only=True) for s in ('operator', 'fno')}
     assert ev['models']['operator']['train_cpu_seconds'] == pytest.approx(ck['operator']['cpu_seconds'])
     assert ck['fno']['reason'] == 'cpu_budget' and ck['fno']['cpu_seconds'] >= ck['operator']['cpu_seconds'] > 0
@@ -130,7 +131,7 @@ def test_nonfinite_training_stops(data, tmp_path):
     r = run(*tiny(data, out, 'stages.operator.lr=1e6'))
     one_line_error(r, 'operator: non-finite loss or gradient', 'train.nonfinite_skips=3')
     rd = run_folder(out)
-    assert not (rd/'ckpt'/'operator.pt').exists() and not (rd/'eval.json').exists() and not (out/'leaderboard.jsonl').exists()
+    assert not (rd/'ckpt'/'operator.pt').exists() and not (rd/'finished.json').exists() and not (out/'leaderboard.jsonl').exists()
     log = strict_json_lines(rd/'log.jsonl')
     assert [e['event'] for e in log][-1] == 'stage_failed' and sum(e['event'] == 'nonfinite' for e in log) == 4
 

@@ -26,7 +26,7 @@ def final_weights(out):
 def test_kill_and_resume(tmp_path):
     data = tmp_path/'tiny.h5'
     env = {**os.environ, 'PYTHONHASHSEED': '0', 'OMP_NUM_THREADS': '1'}
-    subprocess.run([sys.executable, '-c', 'from ups_nb.config import load_config; from ups_nb.pipeline import generate_data; from pathlib import Path;'
+    subprocess.run([sys.executable, '-c', 'from ups_nb.config import load_config; from ups_nb.prepare import generate_data; from pathlib import Path;'
                     f'generate_data(load_config("burgers_tiny"), Path("{data}"), progress=False)'], check=True, env=env, cwd=ROOT)
     ref = subprocess.run(cmd(tmp_path/'ref', data), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-3000:]

@@ -19,7 +19,7 @@ if __name__ == '__main__' and not __package__ and '__file__' in globals():
 # %% ../nbs/90_train.ipynb #41102414
 import importlib
 from fastcore.script import Param
-from .config import ConfigError, load_config
+from .config import STAGES_OF, ConfigError, load_config
 from .runs import script
 
 # %% ../nbs/90_train.ipynb #708fb3da
@@ -41,7 +41,7 @@ def run(cfg):
 @script
 def main(overrides:Param('config overrides key.sub=value, e.g. train.lr=3e-4 data.batch_size=8', str, nargs='*'),
          config:Param('built-in config name (e.g. burgers_small) or path to a YAML file', str)=None,
-         stage:Param('pipeline stage: operator, readout, fno, eval or all', str)=None):
+         stage:Param(f"pipeline stage: {', '.join(STAGES_OF['pipeline'])}", str)=None):
     "Train and evaluate the run described by a config (default: the built-in burgers_small)."
     ov = list(overrides or []) + ([f'stage={stage}'] if stage else [])
     return run(load_config(config, ov))

@@ -15,7 +15,7 @@ from .runs import finished_result, is_finished, read_log, load_checkpoint
 from .leaderboard import reports_dir
 from .metrics import mean_spectrum
 from .ema import posthoc_reconstruct
-from .gen_step import GenStep, first_items
+from .gen_step import GenLoss, first_items
 from .data import field_data
 from .gen_net import build_net
 from .sr_flow import SRData, sr_sample, sr_metrics
@@ -140,7 +140,7 @@ def weight_curves(cfgs:dict, n:int=999) -> pd.DataFrame:
     t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
     rows = []
     for lab, cfg in cfgs.items():
-        st = GenStep(cfg)
+        st = GenLoss(cfg)
         w = st.weights(t).double()
         m = float(st.weights(st.timesteps(16000, torch.Generator().manual_seed(0)).double()).double().mean())
         rows.append(pd.DataFrame(dict(label=lab, t=t.numpy(), weight=w.numpy(), normalised=(w / m).numpy(), mean=m)))

@@ -16,7 +16,7 @@ from .loop import open_run
 from .data import field_data, Snapshots
 from .metrics import mean_spectrum, spectrum_log_error, frechet_distance, set_gaps
 from .gen_net import build_net
-from .gen_step import GenStep, train_gen, first_items, sample
+from .gen_step import GenLoss, train_gen, first_items, sample
 
 # %% auto #0
 __all__ = ['save_grid', 'save_spectra', 'spaced_items', 'sample_report', 'final_samples', 'run_unconditional', 'snapshot_data',
@@ -92,7 +92,7 @@ def run_unconditional(cfg:Config, stage:str, need:tuple, data_fn, evaluate=None)
     train, val, C, desc = data_fn(cfg, acc)
     say = print if acc.is_main_process else (lambda *a, **k: None)
     say(f'run folder: {run_dir}\ndata: {desc} ({len(train)} train / {len(val)} val samples)')
-    net, step = build_net(cfg, C, C), GenStep(cfg)
+    net, step = build_net(cfg, C, C), GenLoss(cfg)
     real, held = spaced_items(val, 1024), spaced_items(train, cfg.gen.eval.n_samples)   # the reference: up to 1024 validation items spread over the split
     def periodic(model, s):
         if acc.is_main_process and cfg.gen.diagnostics.sample_every and s % cfg.gen.diagnostics.sample_every == 0:

@@ -6,13 +6,13 @@
 __all__ = ['ObjectiveError', 'batch_t', 'bcast', 'Objective', 'FlowMatching', 'EDM', 'vp_schedule', 'DDPM', 'VPrediction',
            'make_objective']
 
-# %% ../nbs/30_objectives.ipynb #ef8a1eba
+# %% ../nbs/30_objectives.ipynb #d260b501
 import math
 from dataclasses import dataclass
 from functools import lru_cache
 import torch
 
-# %% ../nbs/30_objectives.ipynb #3485b69d
+# %% ../nbs/30_objectives.ipynb #ed4084fd
 class ObjectiveError(ValueError):
     """Bad argument to an objective."""
 
@@ -28,7 +28,7 @@ def bcast(v, x):
     """Reshape a `(B,)` tensor to broadcast against `x` of shape `(B, ...)`."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
 
-# %% ../nbs/30_objectives.ipynb #84a72ddc
+# %% ../nbs/30_objectives.ipynb #8199bd58
 class Objective:
     """Base class: forward process, SNR, network call and per-sample loss from `alpha_sigma`/`target`/`to_x0`/`net_input`."""
     prediction = None  # what the raw network output is: 'velocity', 'x0' (preconditioned), 'eps' or 'v'
@@ -72,8 +72,10 @@ class Objective:
     def loss(self, net, x0, t, eps, weighting=None, cond=None, self_cond_prob=0.0, generator=None):
         "Per-sample loss w(t)·mean((F − target)²), shape (B,); `weighting` is None, a callable w(t, objective) or a (B,) tensor; self-conditioning with probability `self_cond_prob`."
         mask = torch.rand(x0.shape[0], generator=generator, device=x0.device) < self_cond_prob if self_cond_prob > 0 else None
-        per_sample = self.forward(net, x0, t, eps, cond, mask)[0]
-        t = batch_t(t, x0)
+        return self.weigh(self.forward(net, x0, t, eps, cond, mask)[0], batch_t(t, x0), weighting)
+
+    def weigh(self, per_sample, t, weighting=None):
+        "w(t)·l of per-sample losses `per_sample` (B,) at times `t` (B,): the one weighted loss of the package; `weighting` None (w = 1), a callable w(t, objective) or a (B,) tensor."
         if weighting is None: return per_sample
         w = weighting(t, self) if callable(weighting) else torch.as_tensor(weighting, dtype=per_sample.dtype)
         if w.shape != per_sample.shape: raise ObjectiveError(f"weighting: expected shape {tuple(per_sample.shape)}, got {tuple(w.shape)}")
@@ -83,7 +85,7 @@ def _check_pair(x0, eps):
     if x0.shape != eps.shape: raise ObjectiveError(f"eps: shape {tuple(eps.shape)} != x0 shape {tuple(x0.shape)}")
     if x0.ndim < 1: raise ObjectiveError("x0: needs a batch dimension")
 
-# %% ../nbs/30_objectives.ipynb #b73ca02e
+# %% ../nbs/30_objectives.ipynb #902e6410
 @dataclass(frozen=True)
 class FlowMatching(Objective):
     """Rectified flow / conditional flow matching with the linear path; raw output is the velocity ε − x0."""
@@ -106,7 +108,7 @@ class FlowMatching(Objective):
         "‖v̂ − v‖² = ‖x̂0 − x0‖²/t²."
         return 1 / torch.as_tensor(t) ** 2
 
-# %% ../nbs/30_objectives.ipynb #4d52c0eb
+# %% ../nbs/30_objectives.ipynb #31632984
 @dataclass(frozen=True)
 class EDM(Objective):
     """Karras et al. 2022 (EDM): x_t = x0 + σ ε, preconditioned x0 prediction D = c_skip x + c_out F."""
@@ -150,7 +152,7 @@ class EDM(Objective):
         "‖F − target‖² = λ(σ)‖D − x0‖² with λ = 1/c_out² = (σ² + σ_d²)/(σ σ_d)² (Karras et al. 2022, Table 1)."
         return 1 / self.precond(self.sigma(t))[1] ** 2
 
-# %% ../nbs/30_objectives.ipynb #60d57d8c
+# %% ../nbs/30_objectives.ipynb #73ace96f
 @lru_cache(maxsize=16)
 def vp_schedule(schedule='linear', T=1000, beta_start=1e-4, beta_end=0.02, cosine_s=0.008):
     """(β, ᾱ) float64 tables of length T for a discrete VP schedule ('linear' or 'cosine')."""
@@ -224,7 +226,7 @@ class VPrediction(_DiscreteVP):
         "‖v̂ − v‖² = (SNR + 1)·‖x̂0 − x0‖²."
         return self.snr(t) + 1
 
-# %% ../nbs/30_objectives.ipynb #1a4f8bc8
+# %% ../nbs/30_objectives.ipynb #e54326d7
 def make_objective(gen):
     "The objective of `gen.objective.kind` on the common t ∈ [0, 1]."
     if gen.objective.kind == 'flow': return FlowMatching()

@@ -14,7 +14,7 @@ from .runs import seed_everything, atomic_write, to_json
 from .loop import open_run
 from .data import FieldData, field_data
 from .gen_net import build_net
-from .gen_step import GenStep, train_gen, first_items, sample
+from .gen_step import GenLoss, train_gen, first_items, sample
 from .gen_trainer import save_grid, save_spectra
 from .metrics import psnr, ssim, spectrum_error, spectrum_log_error
 
@@ -120,7 +120,7 @@ def train_sr_flow(cfg:Config) -> dict:
     say = print if acc.is_main_process else (lambda *a, **k: None)
     say(f'run folder: {run_dir}\ndata: {fd.path} ({len(train)} train / {len(val)} val / {len(test)} test pairs, {fd.channels} channel(s), {fd.shape} -> /{cfg.data.sr_factor})')
     net = build_net(cfg, fd.channels, fd.channels, cond_ch=fd.channels)
-    step = GenStep(cfg)
+    step = GenLoss(cfg)
     viz = first_items(val, 4)
     def periodic(model, s):
         if acc.is_main_process and cfg.gen.diagnostics.sample_every and s % cfg.gen.diagnostics.sample_every == 0:

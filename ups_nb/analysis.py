@@ -25,7 +25,7 @@ from .reports import plot_error_curves
 __all__ = ['LIGHT_FILES', 'Run', 'load_run', 'load_runs', 'light_copy', 'study_runs', 'run_study', 'set_style', 'analysis_dir',
            'save_figure', 'weight_curves', 'plot_weight_curves', 'curves', 'plot_curves', 'steps_to', 't_profile',
            'plot_t_profiles', 'grad_shares', 'plot_grad_norm', 'plot_grad_energy', 'plot_spectra', 'run_spectra',
-           'rollout_metrics', 'plot_rollouts', 'power_snapshots', 'posthoc_sr']
+           'evaluation_of', 'plot_evaluation', 'power_snapshots', 'posthoc_sr']
 
 # %% ../nbs/74_analysis.ipynb #1449a2a5
 @dataclass
@@ -249,15 +249,15 @@ def run_spectra(run:Run, tag:str='final') -> dict:
     z = np.load(p); return {n: (z['k'], z[n]) for n in z.files if n != 'k'}
 
 # %% ../nbs/74_analysis.ipynb #63c6fc06
-def rollout_metrics(run:Run, eval_name:str='small', path=None) -> dict:
+def evaluation_of(run:Run, eval_name:str='small', path=None) -> dict:
     "The `metrics.json` that `ups_eval --eval <eval_name>` wrote for a pipeline run (or the file at `path`)."
     p = Path(path) if path else reports_dir(run.cfg)/run.id/eval_name/'metrics.json'
     if not p.exists(): raise FileNotFoundError(f'{p}: no evaluation {eval_name!r} of {run.id} (run: ups_eval --run {run.id} --eval {eval_name})')
     return json.loads(p.read_text())
 
-def plot_rollouts(run:Run, eval_name:str='small', path=None):
-    "Per-step nRMSE, correlation and conservation gap of every model row of a pipeline run's evaluation (`rollout_metrics`)."
-    ev = rollout_metrics(run, eval_name, path)
+def plot_evaluation(run:Run, eval_name:str='small', path=None):
+    "Per-step nRMSE, correlation and conservation gap of every model row of a pipeline run's evaluation (`evaluation_of`)."
+    ev = evaluation_of(run, eval_name, path)
     return plot_error_curves(ev, None, run.cfg.gates, run.cfg.eval.corr_threshold)
 
 # %% ../nbs/74_analysis.ipynb #53ab2800

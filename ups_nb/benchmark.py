@@ -11,6 +11,7 @@ from fastcore.script import Param
 from .config import Config, load_config
 from .runs import atomic_write, run_dir, script, to_json
 from .leaderboard import reports_dir
+from .scores import scores
 from .data import config_data_file, data_seed, ensure_data_file
 from .prepare import generate_data
 from .pipeline import run_pipeline
@@ -49,7 +50,7 @@ def summarise(evs:list[dict]) -> dict:
     models, out = list(evs[0]['models']), {}
     for k in models:
         rs = [e['models'][k] for e in evs]
-        row = {m: dict(zip(('mean', 'std'), _ms([r.get(m) for r in rs]))) for m in ('nrmse', 'nrmse_first', 'nrmse_last', 'corr_horizon_time', 'crps', 'spread_skill', 'coverage_ece')}
+        row = {m: dict(zip(('mean', 'std'), _ms([r.get(m) for r in rs]))) for m in scores('bench')}
         row['nrmse_sem_traj'] = _ms([r.get('nrmse_sem') for r in rs])[0]
         row.update(params=rs[0]['params'], seeds=[e['seed'] for e in evs], nrmse_per_seed=[r.get('nrmse') for r in rs],
                    train_steps=[r.get('train_steps') for r in rs], train_cpu_seconds=[r.get('train_cpu_seconds') for r in rs])

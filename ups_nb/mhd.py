@@ -10,7 +10,7 @@ __all__ = ['MHD_CHANNELS', 'mhd_fields', 'mhd_invariants', 'orszag_tang', 'rando
 import math
 import numpy as np
 import torch
-from .navier_stokes import (grid2d, wavenumbers, to_spectral, to_physical, poisson_solve, curl_of_potential, gradient,
+from .navier_stokes import (grid2d, spectral_grid, to_spectral, to_physical, poisson_solve, curl_of_potential, gradient,
                                   integrate_ifrk4, random_potential, PDEData, _check_fields, _check_times, _batches)
 
 # %% ../nbs/12_mhd.ipynb #c5f72c25
@@ -20,7 +20,7 @@ def mhd_fields(w, a):
     "Derived fields of vorticity `w` and potential `a` `(..., N, N)`: dict of u, v, bx, by, j, stream (ψ)."
     w = torch.as_tensor(w, dtype=torch.float64); a = torch.as_tensor(a, dtype=torch.float64)
     if w.shape != a.shape: raise ValueError(f"a: shape {tuple(a.shape)} differs from w's {tuple(w.shape)}")
-    N = w.shape[-1]; wn = wavenumbers(N)
+    N = w.shape[-1]; wn = spectral_grid(N)
     psi_hat, a_hat = poisson_solve(to_spectral(w), wn), to_spectral(a)
     u, v, bx, by, psi, j = to_physical(torch.stack([*curl_of_potential(psi_hat, wn), *curl_of_potential(a_hat, wn), psi_hat, wn.k2*a_hat]), N)
     return dict(u=u, v=v, bx=bx, by=by, j=j, stream=psi)
@@ -43,7 +43,7 @@ def orszag_tang(N, B=1):
 
 def random_mhd(B, N, seed, k0=3., kinetic=0.5, magnetic=0.5, first=0):
     "Random `(w, a)` `(B, N, N)`: both fields with spectrum ∝ (k/k0)⁴e^{−(k/k0)²} and mean energies `kinetic`, `magnetic`."
-    wn = wavenumbers(N)
+    wn = spectral_grid(N)
     psi = random_potential(B, N, seed, k0, kinetic, first=first, stream=1)
     a = random_potential(B, N, seed, k0, magnetic, first=first, stream=2)
     return to_physical(wn.k2*to_spectral(psi), N), a
@@ -70,7 +70,7 @@ def solve_mhd2d(w0, a0, nu, eta, t_out, dt=None, cfl=0.5, max_dt=0.1):
     if w0.shape != a0.shape: raise ValueError(f"a0: shape {tuple(a0.shape)} differs from w0's {tuple(w0.shape)}")
     for name, val in (('nu', nu), ('eta', eta)):
         if not val >= 0: raise ValueError(f"{name}: must be >= 0, got {val}")
-    N = w0.shape[-1]; wn = wavenumbers(N)
+    N = w0.shape[-1]; wn = spectral_grid(N)
     def nonlinear(s): return mhd_nonlinear(s, wn, N)
     def max_speed(s):
         # CFL on |u| + |b| (advection plus Alfven waves)

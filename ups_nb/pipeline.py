@@ -11,7 +11,7 @@ from .prepare import load_data
 from .models import check_models
 from .stages import STAGE_TABLE
 from .loop import open_run
-from .leaderboard import reports_dir
+from .leaderboard import board_path, reports_dir
 from .reports import eval_table, write_evaluation
 
 # %% auto #0
@@ -21,7 +21,7 @@ __all__ = ['run_pipeline']
 def run_pipeline(cfg:Config) -> dict:
     "Run the stages of `cfg.stage` ('all' or one name of `STAGES`) in the order of `STAGE_TABLE`, then the evaluation; returns the evaluation (when it ran, or the saved one of a finished run)."
     acc, run_dir, done = open_run(cfg)
-    board = Path(cfg.run.out_dir)/'leaderboard.jsonl'
+    board = board_path(cfg.run.out_dir)
     if acc.is_main_process and cfg.stage in ('all', 'eval'): writable_file(board); writable_dir(reports_dir(cfg))   # before training, not after
     say = print if acc.is_main_process else (lambda *a, **k: None)
     if cfg.stage == 'all' and done is not None:

@@ -6,7 +6,7 @@
 __all__ = ['GENERATORS', 'LAYOUT_NAMES', 'DEFAULTS', 'generate_data', 'PipelineData', 'load_data', 'default_name', 'generate',
            'describe', 'main']
 
-# %% ../nbs/16_prepare.ipynb #90933cf6
+# %% ../nbs/16_prepare.ipynb #9ebdfbb8
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -16,7 +16,7 @@ from .runs import RunError, exit_on_user_error, script
 from .formats import open_fields, write_pdebench_1d, write_pdebench_2d, write_pdebench_darcy, write_the_well
 from .data import RolloutWindows, Normalizer, config_data_file, data_seed, ensure_data_file, generation_stamp, shared_split, generate_fields
 
-# %% ../nbs/16_prepare.ipynb #7dcd220e
+# %% ../nbs/16_prepare.ipynb #3999ac3d
 def generate_data(cfg:Config, path:Path, progress=True) -> Path:
     "Generate the config's dataset with the package's solver and write it in PDEBench layout: Burgers 1D here, Navier–Stokes / MHD 2D by `generate_fields`."
     if cfg.data.dataset not in ('burgers1d', 'ns2d', 'mhd2d'):
@@ -29,7 +29,7 @@ def generate_data(cfg:Config, path:Path, progress=True) -> Path:
     u, x, t = burgers_dataset(cfg.data.n_traj, nu, nx=cfg.data.nx, t_end=cfg.data.t_end, dt_out=cfg.data.dt_out, seed=data_seed(cfg), progress=progress)
     return write_pdebench_1d(path, u, x, t, nu=nu, ups_nb_generation=generation_stamp(cfg))
 
-# %% ../nbs/16_prepare.ipynb #e1e65e54
+# %% ../nbs/16_prepare.ipynb #482b91e5
 @dataclass
 class PipelineData:
     "The file, splits, normaliser and geometry of a pipeline run."
@@ -70,7 +70,7 @@ def load_data(cfg:Config, accelerator=None, progress=True) -> PipelineData:
     shape = tuple(len(range(0, n, cfg.data.x_down)) for n in ff.spatial)
     return PipelineData(cfg, path, splits, norm, ff.n_channels, shape, dt, float(ff.params.get('nu', 0.0)))
 
-# %% ../nbs/16_prepare.ipynb #fcc392bb
+# %% ../nbs/16_prepare.ipynb #be9308b0
 GENERATORS = ('burgers', 'ns', 'mhd', 'darcy')
 LAYOUT_NAMES = ('pdebench', 'the_well')
 
@@ -127,7 +127,6 @@ def describe(path):
         shape = (ff.n_traj, ff.n_t, ff.n_channels) + tuple(ff.spatial)
         return f"wrote {path} ({ff.layout}): {ff.n_traj} trajectories × {ff.n_t} frames × channels {ff.fields} × {ff.spatial}, shape {shape}, {Path(path).stat().st_size / 2**20:.1f} MiB"
 
-# %% ../nbs/16_prepare.ipynb #bbcb4410
 @script
 def main(dataset: Param("burgers | ns | mhd | darcy", str),
          out: Param("output folder", str) = 'data',
@@ -146,5 +145,4 @@ def main(dataset: Param("burgers | ns | mhd | darcy", str),
         print(describe(path))
         return path
 
-# %% ../nbs/16_prepare.ipynb #6ab2da4e
 if __name__ == '__main__' and '__file__' in globals(): main()   # python -m ups_nb.prepare

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['sample_ddim', 'sample_edm_heun', 'SAMPLERS', 'SamplerError', 'guided', 'make_denoiser', 'gaussian_net',
            'karras_sigmas', 'ddim_indices', 'default_schedule', 'sample_euler', 'sample_heun', 'sample_ancestral',
-           'sample_ddpm', 'sample_refine', 'geometric_schedule', 'gaussian_ode_endpoint', 'convergence_order']
+           'sample_ddpm', 'sample_refine', 'geometric_schedule', 'gaussian_ode_endpoint', 'order_in_steps']
 
 # %% ../nbs/40_samplers.ipynb #f5f3c39f
 import functools, math
@@ -212,7 +212,7 @@ def gaussian_ode_endpoint(x_start, mean, std, a0, s0, a1, s1):
     r0, r1 = math.sqrt(a0**2 * std**2 + s0**2), math.sqrt(a1**2 * std**2 + s1**2)
     return a1 * mean + r1 / r0 * (x_start - a0 * mean)
 
-def convergence_order(steps, errors):
+def order_in_steps(steps, errors):
     """Least-squares slope p of log(error) = −p·log(steps) + c."""
     return -torch.linalg.lstsq(torch.stack([torch.log(torch.tensor(steps, dtype=torch.float64)), torch.ones(len(steps), dtype=torch.float64)], 1),
                                torch.log(torch.tensor(errors, dtype=torch.float64))[:, None]).solution[0, 0].item()

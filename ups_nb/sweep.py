@@ -13,7 +13,7 @@ import yaml
 from fastcore.script import Param
 from .config import CONFIG_DIR, ConfigError, load_config
 from .runs import RunError, atomic_write, is_finished, run_id, script
-from .leaderboard import reports_dir
+from .leaderboard import board_path, reports_dir
 from .prepare import load_data
 from .reports import evaluate_saved, md_table
 
@@ -168,7 +168,7 @@ def proxy_fidelity(runs, dataset:str, model:str='operator', metric:str='nrmse', 
     "Kendall τ between the small and the full evaluation's `metric` of `model` over every run of `dataset` on the leaderboard in `runs` (missing evaluations are run first)."
     from scipy.stats import kendalltau
     from ups_nb.leaderboard import load_board
-    board = Path(runs)/'leaderboard.jsonl'
+    board = board_path(runs)
     if not board.exists(): raise RunError(f'{board} does not exist: nothing has been evaluated in {runs}')
     df = load_board(board, dataset=dataset)
     ids = sorted(set(df.run)) if len(df) else []

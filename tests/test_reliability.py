@@ -110,7 +110,8 @@ def test_kill_between_checkpoint_and_record(data, tmp_path):
     ev = finished_result(rd)
     ck = {s: torch.load(rd/'ckpt'/f'{s}.pt', weights_only=True) for s in ('operator', 'fno')}
     assert ev['models']['operator']['train_cpu_seconds'] == pytest.approx(ck['operator']['cpu_seconds'])
-    assert ck['fno']['reason'] == 'cpu_budget' and ck['fno']['cpu_seconds'] >= ck['operator']['cpu_seconds'] > 0
+    budget = events(rd, 'budget')[-1]                                                   # the operator's training FLOPs, as a step count
+    assert ck['fno']['reason'] == 'max_steps' and ck['fno']['step'] == budget['steps'] and budget['flops'] >= budget['operator_flops'] > 0
     assert ev['models']['fno']['train_seconds'] == pytest.approx(ck['fno']['seconds']) and ck['fno']['seconds'] > 0
     assert (rd/'ckpt'/'operator.pt').read_bytes() == before_op.read_bytes()     # the finished stage is not trained again
     assert [e['stage'] for e in events(rd, 'stage_skipped')] == ['operator']
